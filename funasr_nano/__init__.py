@@ -1,0 +1,14 @@
+"""Fun-ASR-Nano-2512 in MLX: an exact port of the official FunASR model, plus the tools to
+benchmark it. `load()` a checkpoint directory or repo id, then `transcribe()`."""
+
+__version__ = "0.1.0"
+
+
+def load(path_or_repo, dtype="float32", audio_dtype="float32", cache_dir=None):
+    """Load a checkpoint; see `funasr_nano.pipeline.load`."""
+    from .pipeline import load as _load
+
+    return _load(path_or_repo, dtype=dtype, audio_dtype=audio_dtype, cache_dir=cache_dir)
+
+
+__all__ = ["load", "__version__"]

@@ -1,0 +1,137 @@
+"""Qwen3 decoder (the `llm.` part of the checkpoint) with a key/value cache.
+
+Pre-norm layers with RMSNorm, q/k RMSNorm per head before rotary embeddings (rotate-half
+form), grouped-query attention, SwiGLU MLP, tied or separate output head. Names mirror
+`llm.model.*` / `llm.lm_head.*`.
+"""
+
+from __future__ import annotations
+
+import mlx.core as mx
+import mlx.nn as nn
+
+from .config import Qwen3Config
+
+
+class KVCache:
+    """Per-layer key/value buffers grown in steps so decoding does not reallocate per token."""
+
+    step = 256
+
+    def __init__(self):
+        self.keys = None
+        self.values = None
+        self.offset = 0
+
+    def update_and_fetch(self, k: mx.array, v: mx.array) -> tuple[mx.array, mx.array]:
+        n = k.shape[2]
+        if self.keys is None or self.offset + n > self.keys.shape[2]:
+            b, h, _, d = k.shape
+            grow = ((n + self.step - 1) // self.step) * self.step
+            new_k = mx.zeros((b, h, grow, d), k.dtype)
+            new_v = mx.zeros((b, h, grow, v.shape[-1]), v.dtype)
+            if self.keys is None:
+                self.keys, self.values = new_k, new_v
+            else:
+                self.keys = mx.concatenate([self.keys[..., : self.offset, :], new_k], axis=2)
+                self.values = mx.concatenate([self.values[..., : self.offset, :], new_v], axis=2)
+        self.keys[..., self.offset : self.offset + n, :] = k
+        self.values[..., self.offset : self.offset + n, :] = v
+        self.offset += n
+        return self.keys[..., : self.offset, :], self.values[..., : self.offset, :]
+
+    @property
+    def state(self):
+        return self.keys, self.values
+
+
+def make_cache(cfg: Qwen3Config) -> list[KVCache]:
+    return [KVCache() for _ in range(cfg.num_hidden_layers)]
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: Qwen3Config):
+        super().__init__()
+        self.n_heads = cfg.num_attention_heads
+        self.n_kv = cfg.num_key_value_heads
+        self.head_dim = cfg.head_dim
+        self.rope_theta = cfg.rope_theta
+        d = cfg.hidden_size
+        self.q_proj = nn.Linear(d, self.n_heads * self.head_dim, bias=False)
+        self.k_proj = nn.Linear(d, self.n_kv * self.head_dim, bias=False)
+        self.v_proj = nn.Linear(d, self.n_kv * self.head_dim, bias=False)
+        self.o_proj = nn.Linear(self.n_heads * self.head_dim, d, bias=False)
+        self.q_norm = nn.RMSNorm(self.head_dim, eps=cfg.rms_norm_eps)
+        self.k_norm = nn.RMSNorm(self.head_dim, eps=cfg.rms_norm_eps)
+
+    def __call__(self, x, cache: KVCache, positions, mask):
+        b, n, _ = x.shape
+        q = self.q_norm(self.q_proj(x).reshape(b, n, self.n_heads, -1)).transpose(0, 2, 1, 3)
+        k = self.k_norm(self.k_proj(x).reshape(b, n, self.n_kv, -1)).transpose(0, 2, 1, 3)
+        v = self.v_proj(x).reshape(b, n, self.n_kv, -1).transpose(0, 2, 1, 3)
+        q = mx.fast.rope(q, self.head_dim, traditional=False, base=self.rope_theta, scale=1.0, offset=positions)
+        k = mx.fast.rope(k, self.head_dim, traditional=False, base=self.rope_theta, scale=1.0, offset=positions)
+        if cache is not None:
+            k, v = cache.update_and_fetch(k, v)
+        o = mx.fast.scaled_dot_product_attention(q, k, v, scale=self.head_dim ** -0.5, mask=mask)
+        return self.o_proj(o.transpose(0, 2, 1, 3).reshape(b, n, -1))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: Qwen3Config):
+        super().__init__()
+        self.gate_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
+        self.up_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
+        self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
+
+    def __call__(self, x):
+        return self.down_proj(nn.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, cfg: Qwen3Config):
+        super().__init__()
+        self.self_attn = Attention(cfg)
+        self.mlp = MLP(cfg)
+        self.input_layernorm = nn.RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps)
+        self.post_attention_layernorm = nn.RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps)
+
+    def __call__(self, x, cache, positions, mask):
+        x = x + self.self_attn(self.input_layernorm(x), cache, positions, mask)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class Qwen3Model(nn.Module):
+    def __init__(self, cfg: Qwen3Config):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.layers = [DecoderLayer(cfg) for _ in range(cfg.num_hidden_layers)]
+        self.norm = nn.RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps)
+
+
+class Qwen3ForCausalLM(nn.Module):
+    def __init__(self, cfg: Qwen3Config):
+        super().__init__()
+        self.cfg = cfg
+        self.model = Qwen3Model(cfg)
+        if not cfg.tie_word_embeddings:
+            self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+
+    def embed(self, ids: mx.array) -> mx.array:
+        return self.model.embed_tokens(ids)
+
+    def hidden(self, embeds: mx.array, cache: list[KVCache] | None, positions=0, mask=None) -> mx.array:
+        """Run the decoder layers on input embeddings [B, N, D]; returns normed hidden states.
+
+        `positions` is the RoPE position of the first row (int, or [B] int array for
+        left-padded batches); `mask` is None, "causal" or a boolean [B, 1, N, S] array.
+        """
+        x = embeds
+        for i, layer in enumerate(self.model.layers):
+            x = layer(x, None if cache is None else cache[i], positions, mask)
+        return self.model.norm(x)
+
+    def logits(self, h: mx.array) -> mx.array:
+        if self.cfg.tie_word_embeddings:
+            return self.model.embed_tokens.as_linear(h)
+        return self.lm_head(h)
