@@ -4,11 +4,11 @@ benchmark it. `load()` a checkpoint directory or repo id, then `transcribe()`.""
 __version__ = "0.1.0"
 
 
-def load(path_or_repo, dtype="float32", audio_dtype="float32", cache_dir=None):
+def load(path_or_repo, dtype="float32", audio_dtype="float32", cache_dir=None, preset=None):
     """Load a checkpoint; see `funasr_nano.pipeline.load`."""
     from .pipeline import load as _load
 
-    return _load(path_or_repo, dtype=dtype, audio_dtype=audio_dtype, cache_dir=cache_dir)
+    return _load(path_or_repo, dtype=dtype, audio_dtype=audio_dtype, cache_dir=cache_dir, preset=preset)
 
 
 __all__ = ["load", "__version__"]

@@ -11,10 +11,11 @@ import numpy as np
 from mlx.utils import tree_flatten, tree_map
 
 from . import frontend as fe
-from .audio import load_audio
+from .audio import AudioError, load_audio
 from .config import ModelConfig, llm_dir
 from .model import FunASRNano
 from .prompt import Prompt, build_prompt, postprocess
+from .generate import greedy_decode, iter_decode, left_pad
 from .qwen3 import KVCache, make_cache
 
 DTYPES = {"float32": mx.float32, "fp32": mx.float32, "bfloat16": mx.bfloat16, "bf16": mx.bfloat16,
@@ -39,13 +40,25 @@ class Transcription:
     n_audio_tokens: int
     prompt_tokens: int
     audio_seconds: float
-    stop_reason: str  # "eos" or "max_new_tokens"
+    stop_reason: str  # "eos", "max_new_tokens" or "repetition"
     timings: dict = field(default_factory=dict)  # seconds per stage, measured after mx.eval
+    decode_steps: int = 0  # decoder calls after the prefill (the batch's, when batched)
+    batch_size: int = 1
+    batch_audio_seconds: float = 0.0  # audio in the whole batch this row was decoded with
 
     @property
     def rtf(self) -> float:
-        total = sum(self.timings.values())
-        return total / self.audio_seconds if self.audio_seconds else float("nan")
+        """Wall time over audio time for the pass that produced this row (batch-level)."""
+        total = sum(self.timings.get(k, 0.0) for k in STAGES)
+        audio = self.batch_audio_seconds or self.audio_seconds
+        return total / audio if audio else float("nan")
+
+    @property
+    def ms_per_token(self) -> float:
+        return 1000.0 * self.timings.get("decode", 0.0) / self.decode_steps if self.decode_steps else float("nan")
+
+
+STAGES = ("frontend", "encoder", "adaptor", "prompt", "prefill", "decode", "postprocess")
 
 
 def _eval_time(fn, *args, timings=None, key=None):
@@ -69,6 +82,7 @@ class FunASRNanoASR:
         self.synthetic = synthetic
         self.dtype = dtype
         self.audio_dtype = audio_dtype
+        self.preset = None
         eos = set(cfg.llm.eos_token_ids) | set(STOP_IDS)
         self.stop_ids = tuple(sorted(eos))
 
@@ -81,7 +95,7 @@ class FunASRNanoASR:
         return fe.features(audio, self.cfg.frontend)
 
     def encode(self, feats, lengths=None) -> mx.array:
-        """Features [T, 560] or [B, T, 560] -> encoder output [B, T, 512]."""
+        """Features [T, 560] or padded [B, T, 560] (+ lengths) -> encoder output [B, T, 512]."""
         x = mx.array(feats)
         if x.ndim == 2:
             x = x[None]
@@ -89,8 +103,8 @@ class FunASRNanoASR:
                                      None if lengths is None else mx.array(lengths))
 
     def adapt(self, enc: mx.array, lengths=None, truncate: bool = True) -> mx.array:
-        """Encoder output -> adaptor output [B, T', D]; by default cut to the ceil(T/8) audio
-        tokens the prompt uses (only valid unbatched: batched callers slice per row)."""
+        """Encoder output -> adaptor output [B, T', D]. With `truncate` (unbatched only) it is
+        cut to the ceil(T/8) audio tokens the prompt uses."""
         out, _ = self.net.adapt(enc, None if lengths is None else mx.array(lengths))
         if truncate:
             out = out[:, : self.n_audio_tokens(enc.shape[1])]
@@ -117,7 +131,8 @@ class FunASRNanoASR:
 
     def prefill(self, embeds: mx.array, cache, all_logits: bool = False) -> mx.array:
         """Run the prompt through the decoder; returns logits of the last row [B, V] (or all)."""
-        h = self.net.llm.hidden(embeds.astype(self.dtype), cache, positions=0,
+        pos = 0 if cache is None else cache[0].offset
+        h = self.net.llm.hidden(embeds.astype(self.dtype), cache, positions=pos,
                                 mask="causal" if embeds.shape[1] > 1 else None)
         return self.net.llm.logits(h if all_logits else h[:, -1])
 
@@ -130,64 +145,110 @@ class FunASRNanoASR:
 
     # ----- decoding -----------------------------------------------------------------------
     def generate(self, embeds: mx.array, max_new_tokens: int = 512, ignore_eos: bool = False,
-                 timings: dict | None = None) -> tuple[list[int], str]:
+                 timings: dict | None = None, repetition_guard=None) -> tuple[list[int], str]:
         """Greedy decoding from prompt embeddings [1, S, D]. Returns (tokens, stop_reason).
 
         With `ignore_eos` exactly `max_new_tokens` tokens are produced (for benchmarks).
         """
-        if max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-        timings = {} if timings is None else timings
-        cache = self.new_cache()
+        res = greedy_decode(self, embeds, None, None, max_new_tokens, self.stop_ids, ignore_eos,
+                            repetition_guard)
+        if timings is not None:
+            timings["prefill"] = timings.get("prefill", 0.0) + res.prefill_s
+            timings["decode"] = timings.get("decode", 0.0) + res.decode_s
+            timings["decode_steps"] = res.steps
+        return res.tokens[0], res.stop_reasons[0]
+
+    def _prepare(self, audios, language, hotwords, itn, prev_text, sample_rate, timings):
+        """Audio -> per-row (wav, prompt, embeddings [S_i, D]), batched through encoder/adaptor."""
         t0 = time.perf_counter()
-        logits = self.prefill(embeds, cache)
-        token = mx.argmax(logits, axis=-1)
-        mx.eval(token)
-        timings["prefill"] = timings.get("prefill", 0.0) + time.perf_counter() - t0
+        wavs = [self.load_audio(a, sample_rate) for a in audios]
+        feats = [self.features(w) for w in wavs]
+        for i, f in enumerate(feats):
+            if f.shape[0] == 0:
+                where = audios[i] if isinstance(audios[i], (str, Path)) else f"clip {i}"
+                raise AudioError(f"{where}: audio too short ({wavs[i].shape[0]} samples): "
+                                 f"the fbank needs at least one frame")
+        timings["frontend"] = time.perf_counter() - t0
+        if len(feats) == 1:
+            enc = _eval_time(self.encode, feats[0], timings=timings, key="encoder")
+            auds = [_eval_time(self.adapt, enc, timings=timings, key="adaptor")[0]]
+        else:
+            lengths = np.array([f.shape[0] for f in feats], np.int32)
+            padded = np.zeros((len(feats), int(lengths.max()), feats[0].shape[1]), np.float32)
+            for i, f in enumerate(feats):
+                padded[i, : f.shape[0]] = f
+            enc = _eval_time(self.encode, padded, lengths, timings=timings, key="encoder")
+            full = _eval_time(lambda e: self.adapt(e, lengths, truncate=False), enc,
+                              timings=timings, key="adaptor")
+            auds = [full[i, : self.n_audio_tokens(int(n))] for i, n in enumerate(lengths)]
         t0 = time.perf_counter()
-        tokens, reason = [], "max_new_tokens"
-        stop = set(self.stop_ids)
-        # Queue step n+1 before reading step n's token so the host never waits idle.
-        while True:
-            nxt = None
-            if len(tokens) + 1 < max_new_tokens:
-                nxt = mx.argmax(self.decode_step(token, cache), axis=-1)
-                mx.async_eval(nxt)
-            t = int(token.item())
-            if not ignore_eos and t in stop:
-                reason = "eos"
-                break
-            tokens.append(t)
-            if nxt is None:
-                break
-            token = nxt
-        mx.eval(cache[0].keys)
-        timings["decode"] = timings.get("decode", 0.0) + time.perf_counter() - t0
-        timings["decode_tokens"] = len(tokens)
-        return tokens, reason
+        prompts = [self.prompt(a.shape[0], language, hotwords, itn, prev_text) for a in auds]
+        rows = [self.embed_prompt(p, a)[0] for p, a in zip(prompts, auds)]
+        mx.eval(rows)
+        timings["prompt"] = time.perf_counter() - t0
+        return wavs, prompts, rows
+
+    def _results(self, wavs, prompts, res, prev_text, timings) -> list[Transcription]:
+        t0 = time.perf_counter()
+        texts = [postprocess(self.tokenizer.decode(t, skip_special_tokens=True), prev_text) for t in res.tokens]
+        timings["postprocess"] = time.perf_counter() - t0
+        timings["prefill"], timings["decode"] = res.prefill_s, res.decode_s
+        fs = self.cfg.frontend.fs
+        total = sum(w.shape[0] for w in wavs) / fs
+        return [Transcription(text, tn, toks, p.n_audio, len(p), w.shape[0] / fs, reason, dict(timings),
+                              res.steps, len(wavs), total)
+                for (text, tn), toks, p, w, reason in zip(texts, res.tokens, prompts, wavs, res.stop_reasons)]
+
+    def transcribe_batch(self, audios, language=None, hotwords=None, itn: bool = True,
+                         max_new_tokens: int = 512, ignore_eos: bool = False, prev_text: str = "",
+                         sample_rate=None, repetition_guard=None) -> list[Transcription]:
+        """Transcribe several clips in one padded, masked pass (per-row stopping).
+
+        In float32 each row's tokens equal what `transcribe` gives for that clip alone.
+        """
+        if len(audios) == 0:
+            return []
+        timings: dict = {}
+        wavs, prompts, rows = self._prepare(audios, language, hotwords, itn, prev_text, sample_rate, timings)
+        embeds, valid, offsets = left_pad(rows)
+        res = greedy_decode(self, embeds, valid, offsets, max_new_tokens, self.stop_ids, ignore_eos,
+                            repetition_guard)
+        return self._results(wavs, prompts, res, prev_text, timings)
 
     def transcribe(self, audio, language=None, hotwords=None, itn: bool = True, max_new_tokens: int = 512,
-                   ignore_eos: bool = False, prev_text: str = "", sample_rate=None) -> Transcription:
+                   ignore_eos: bool = False, prev_text: str = "", sample_rate=None,
+                   repetition_guard=None) -> Transcription:
         """Transcribe one clip (path or samples). Timings are per stage, in seconds."""
+        return self.transcribe_batch([audio], language, hotwords, itn, max_new_tokens, ignore_eos,
+                                     prev_text, sample_rate, repetition_guard)[0]
+
+    def stream(self, audio, language=None, hotwords=None, itn: bool = True, max_new_tokens: int = 512,
+               prev_text: str = "", sample_rate=None, repetition_guard=None):
+        """Yield the transcript's text piece by piece as tokens decode; returns the Transcription.
+
+        Pieces are held back while they end inside a multi-byte character.
+        """
         timings: dict = {}
-        t0 = time.perf_counter()
-        wav = self.load_audio(audio, sample_rate)
-        feats = self.features(wav)
-        timings["frontend"] = time.perf_counter() - t0
-        if feats.shape[0] == 0:
-            raise ValueError(f"audio too short: {wav.shape[0]} samples give no feature frame "
-                             f"(need at least {int(self.cfg.frontend.fs * 0.025)} samples?)")
-        enc = _eval_time(self.encode, feats, timings=timings, key="encoder")
-        aud = _eval_time(self.adapt, enc, timings=timings, key="adaptor")
-        prompt = self.prompt(aud.shape[1], language, hotwords, itn, prev_text)
-        embeds = _eval_time(self.embed_prompt, prompt, aud, timings=timings, key="prompt")
-        tokens, reason = self.generate(embeds, max_new_tokens, ignore_eos, timings)
-        timings.pop("decode_tokens")
-        t0 = time.perf_counter()
-        text, text_tn = postprocess(self.tokenizer.decode(tokens, skip_special_tokens=True), prev_text)
-        timings["postprocess"] = time.perf_counter() - t0
-        return Transcription(text, text_tn, tokens, prompt.n_audio, len(prompt),
-                            wav.shape[0] / self.cfg.frontend.fs, reason, timings)
+        wavs, prompts, rows = self._prepare([audio], language, hotwords, itn, prev_text, sample_rate, timings)
+        embeds, valid, offsets = left_pad(rows)
+        gen = iter_decode(self, embeds, valid, offsets, max_new_tokens, self.stop_ids, False, repetition_guard)
+        sent, toks = "", []
+        if prev_text:
+            yield prev_text
+        while True:
+            try:
+                _, t = next(gen)
+            except StopIteration as done:
+                res = done.value
+                break
+            toks.append(t)
+            text = self.tokenizer.decode(toks, skip_special_tokens=True)
+            if text.endswith("\ufffd"):
+                continue
+            if text.startswith(sent) and len(text) > len(sent):
+                yield text[len(sent):]
+            sent = text
+        return self._results(wavs, prompts, res, prev_text, timings)[0]
 
 
 def _cast(weights: dict, dtype, prefixes) -> dict:
@@ -199,7 +260,7 @@ def _cast(weights: dict, dtype, prefixes) -> dict:
     return out
 
 
-def load(path_or_repo, dtype="float32", audio_dtype="float32", cache_dir=None) -> FunASRNanoASR:
+def load(path_or_repo, dtype="float32", audio_dtype="float32", cache_dir=None, preset=None) -> FunASRNanoASR:
     """Load a Fun-ASR-Nano checkpoint directory (official layout) or a Hugging Face repo id.
 
     `dtype` is the decoder's compute precision, `audio_dtype` the encoder's and adaptor's.

@@ -381,12 +381,21 @@ def greedy_steps(llm, inputs_embeds, n_steps: int):
 
     Returns (step_logits [n_steps, V] float32, tokens [n_steps] int64)."""
     torch = _torch()
+    import inspect
+
+    # transformers >= 5.x renamed the KV-cache argument/output ``past_key_values`` -> ``cache``
+    # (the old name still works but logs a deprecation warning); use whichever exists.
+    cache_arg = "cache" if "cache" in inspect.signature(llm.forward).parameters else "past_key_values"
+
+    def _cache_of(o):
+        return getattr(o, "cache") if cache_arg == "cache" else o.past_key_values
+
     emb = inputs_embeds if inputs_embeds.dim() == 3 else inputs_embeds[None]
     S = emb.shape[1]
     logits_all, toks = [], []
     with torch.no_grad():
         out = llm(inputs_embeds=emb, attention_mask=torch.ones(1, S, dtype=torch.long), use_cache=True)
-        past = out.past_key_values
+        past = _cache_of(out)
         logits = out.logits[0, -1].float()
         for step in range(n_steps):
             logits_all.append(logits.clone())
@@ -397,10 +406,10 @@ def greedy_steps(llm, inputs_embeds, n_steps: int):
             out = llm(
                 input_ids=torch.tensor([[tok]]),
                 attention_mask=torch.ones(1, S + step + 1, dtype=torch.long),
-                past_key_values=past,
                 use_cache=True,
+                **{cache_arg: past},
             )
-            past = out.past_key_values
+            past = _cache_of(out)
             logits = out.logits[0, -1].float()
     return torch.stack(logits_all).numpy().astype(np.float32), np.asarray(toks, dtype=np.int64)
 
@@ -433,9 +442,13 @@ def run_reference(model, tokenizer, frontend, audio: np.ndarray, language=None, 
     dither = float(fr["fbank_kwargs"][0].get("dither", float("nan")))
     if dither != 0.0:
         raise RuntimeError(f"reference fbank ran with dither={dither}")
-    lfr = batch["speech"][0]
-    if not torch.equal(lfr, fr["lfr"][0]):
-        raise RuntimeError("batch speech differs from recorded LFR output")
+    lfr = fr["lfr"][0]
+    # NOTE: SenseVoiceEncoderSmall.forward does ``xs_pad *= output_size ** 0.5`` IN PLACE, so
+    # after inference_prepare batch["speech"] holds LFR * sqrt(d), not the LFR features.
+    # The recorded apply_lfr output (cloned before the encoder ran) is the LFR record.
+    scale = model.audio_encoder.output_size() ** 0.5
+    if not torch.equal(batch["speech"][0], lfr * scale):
+        raise RuntimeError("batch speech is not the recorded LFR output scaled in place by sqrt(d)")
     fake_token_len = int(batch["fake_token_len"][0, 0])
     fbank_beg = int(batch["fbank_beg"][0, 0])
     prompt_ids = source_ids[0].numpy().astype(np.int64)
