@@ -17,6 +17,7 @@ directory and loads those afterwards (``mx.load`` maps them lazily).
 
 from __future__ import annotations
 
+import _compat_pickle
 import collections
 import hashlib
 import io
@@ -117,8 +118,8 @@ def _mx_dtype(d: _DType):
 def _np_to_mx(arr: np.ndarray, d: _DType):
     """Raw storage elements (numpy) -> MLX array of the logical dtype."""
     if d.name == "bfloat16":
-        return mx.array(arr).view(mx.bfloat16)
-    return mx.array(arr)
+        return mx.array(arr, dtype=mx.uint16).view(mx.bfloat16)
+    return mx.array(arr, dtype=_mx_dtype(d))  # explicit: mx.array would turn float64 into float32
 
 
 def float_to_bf16_bits(x: np.ndarray) -> np.ndarray:
@@ -282,8 +283,14 @@ class _RestrictedUnpickler(pickle.Unpickler):
         key = (module, name)
         if key in _ALLOWED_GLOBALS:
             return _ALLOWED_GLOBALS[key]
+        shown = f"{module}.{name}"
+        py3 = _compat_pickle.NAME_MAPPING.get(key) or (_compat_pickle.IMPORT_MAPPING.get(module, module), name)
+        if f"{py3[0]}.{py3[1]}" != shown:  # protocol-2 pickles spell builtins as __builtin__
+            shown += f"' (= '{py3[0]}.{py3[1]}')"
+        else:
+            shown += "'"
         raise CheckpointError(
-            f"refusing to load {self._source}: its pickle references the global '{module}.{name}', "
+            f"refusing to load {self._source}: its pickle references the global '{shown}, "
             "which a tensor state dict never needs (the file may be malicious or is not a plain "
             "PyTorch state dict); nothing was executed")
 
