@@ -50,6 +50,7 @@ class CheckpointError(ValueError):
 CACHE_FORMAT_VERSION = "1"
 INDEX_NAME = "model.safetensors.index.json"
 SINGLE_NAME = "model.safetensors"
+_MAX_PICKLE_BYTES = 256 * 2 ** 20  # the real checkpoint's data.pkl is ~120 KB
 
 # --------------------------------------------------------------------------------------------
 # dtypes
@@ -122,14 +123,27 @@ def _np_to_mx(arr: np.ndarray, d: _DType):
     return mx.array(arr, dtype=_mx_dtype(d))  # explicit: mx.array would turn float64 into float32
 
 
-def float_to_bf16_bits(x: np.ndarray) -> np.ndarray:
-    """float32/float16/float64 numpy -> bf16 bit patterns (uint16), round-to-nearest-even like torch."""
-    f = np.ascontiguousarray(x, dtype=np.float32)
-    u = f.view(np.uint32)
-    out = ((u + np.uint32(0x7FFF) + ((u >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16)).astype(np.uint16)
-    nan = np.isnan(f)
-    if nan.any():
-        out[nan] = ((u[nan] >> np.uint32(16)).astype(np.uint16) | np.uint16(0x0040))
+def float_to_bf16_bits(x: np.ndarray, chunk_elems: int = 1 << 22) -> np.ndarray:
+    """float32/float16/float64 numpy -> bf16 bit patterns (uint16), round-to-nearest-even like torch.
+
+    Works in chunks, so temporaries stay small even for the 155 M-element embedding.
+    """
+    x = np.asarray(x)
+    out = np.empty(x.shape, dtype=np.uint16)
+    src = x.reshape(-1)
+    dst = out.reshape(-1)
+    for i in range(0, src.size, chunk_elems):
+        f = np.ascontiguousarray(src[i:i + chunk_elems], dtype=np.float32)
+        u = f.view(np.uint32)
+        r = u >> np.uint32(16)
+        r &= np.uint32(1)
+        r += np.uint32(0x7FFF)
+        r += u
+        r >>= np.uint32(16)
+        nan = np.isnan(f)
+        if nan.any():  # keep NaN a (quiet) NaN instead of letting the rounding carry into the exponent
+            r[nan] = (u[nan] >> np.uint32(16)) | np.uint32(0x0040)
+        dst[i:i + chunk_elems] = r
     return out
 
 
@@ -143,7 +157,7 @@ class _Frozen:
 
     __slots__ = ()
 
-    def __setstate__(self, state):  # pragma: no cover - exercised by hostile pickles only
+    def __setstate__(self, state):
         raise CheckpointError("the checkpoint pickle tries to set state on a tensor object")
 
 
@@ -390,6 +404,9 @@ class TorchCheckpoint:
             if order not in ("little", "big"):
                 raise CheckpointError(f"{src}: unknown byteorder {order!r}")
             self._big_endian = order == "big"
+        if self._zip.getinfo(pkls[0]).file_size > _MAX_PICKLE_BYTES:
+            raise CheckpointError(f"{src}: data.pkl is implausibly large for a state dict "
+                                  f"({self._zip.getinfo(pkls[0]).file_size} bytes)")
         data = self._read_record(pkls[0])
         unpickler = _RestrictedUnpickler(io.BytesIO(data), src)
         try:
@@ -858,6 +875,7 @@ def convert_to_safetensors(model_pt_path, out_dir, max_shard_bytes: int = 2 ** 3
                 with open(tmp / INDEX_NAME, "w", encoding="utf-8") as f:
                     json.dump(index, f, indent=2)
                     f.write("\n")
+            os.chmod(tmp, 0o755)  # mkdtemp makes it private; the cache holds nothing secret
             _replace_dir(tmp, out_dir)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)

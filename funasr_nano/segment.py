@@ -14,8 +14,11 @@ splitter, which needs no weights and is deterministic:
    pitch periods.
 2. Greedily from the start: if what remains fits in ``max_seconds`` it is the last segment.
    Otherwise the cut goes at the quietest window inside ``[start + min_seconds, start +
-   max_seconds]`` (also leaving at least ``min_seconds`` for what follows). Among windows within
-   ``tolerance_db`` of that minimum the *latest* is taken, so segments stay long and few.
+   max_seconds]`` (also leaving at least ``min_seconds`` for what follows). Windows within
+   ``tolerance_db`` of that minimum count as quiet; the cut goes in the middle of the *latest*
+   run of quiet windows (so segments stay long and few), or, when that run is a silence that
+   goes on past the search window, half a second into it (so the silence starts the next
+   segment and can be dropped whole).
 3. Optionally (``drop_silent``), segments whose loudest window is below ``silence_db`` are
    dropped, as a VAD would drop them; this never drops the only segment.
 
@@ -78,7 +81,7 @@ def split_audio(wav: np.ndarray, sample_rate: int = 16000, max_seconds: float = 
                 silence_db: float = -70.0) -> list[Segment]:
     """Segments covering `wav` (contiguous, in order), each at most `max_seconds` long.
 
-    `min_seconds` (default: a third of `max_seconds`) is the shortest segment a cut may leave
+    `min_seconds` (default: a sixth of `max_seconds`, 5 s) is the shortest segment a cut may leave
     on either side, unless the whole clip is shorter. With `drop_silent`, segments that are
     silent throughout (every 200 ms window below `silence_db` dBFS) are left out.
     """
@@ -87,7 +90,7 @@ def split_audio(wav: np.ndarray, sample_rate: int = 16000, max_seconds: float = 
         raise ValueError(f"max_seconds must be > 0, got {max_seconds}")
     max_len = max(1, int(max_seconds * sample_rate))
     if min_seconds is None:
-        min_seconds = max_seconds / 3.0
+        min_seconds = max_seconds / 6.0
     min_len = int(min(max(min_seconds, 0.0), max_seconds / 2.0) * sample_rate)
     if n == 0:
         return []
@@ -108,9 +111,7 @@ def split_audio(wav: np.ndarray, sample_rate: int = 16000, max_seconds: float = 
             if i1 <= i0:
                 cut = hi
             else:
-                e = energy[i0:i1]
-                quiet = np.flatnonzero(e <= e.min() + tolerance_db)
-                cut = int(centres[i0 + quiet[-1]])
+                cut = _quiet_point(energy[i0:i1], centres[i0:i1], tolerance_db, int(0.5 * sample_rate))
         cut = min(max(cut, start + 1), start + max_len)
         cuts.append(cut)
         start = cut
@@ -120,6 +121,22 @@ def split_audio(wav: np.ndarray, sample_rate: int = 16000, max_seconds: float = 
         loud = [s for s in segs if not _silent(wav, s, sample_rate, silence_db)]
         segs = loud
     return segs
+
+
+def _quiet_point(e: np.ndarray, centres: np.ndarray, tolerance_db: float, margin: int) -> int:
+    """Where to cut in a search window: the last run of windows within `tolerance_db` of the
+    quietest one; its middle, or, if the run reaches the window's end (a long silence going on
+    past it), `margin` samples into the run, so the silence goes to the next segment."""
+    quiet = e <= e.min() + tolerance_db
+    last = int(np.flatnonzero(quiet)[-1])
+    first = last
+    while first > 0 and quiet[first - 1]:
+        first -= 1
+    if last == e.shape[0] - 1 and first < last:
+        if first == 0:  # quiet throughout: make the segment as long as allowed
+            return int(centres[last])
+        return int(min(centres[first] + margin, centres[last]))
+    return int((centres[first] + centres[last]) // 2)
 
 
 def _silent(wav: np.ndarray, seg: Segment, sample_rate: int, silence_db: float) -> bool:

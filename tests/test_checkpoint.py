@@ -7,7 +7,6 @@ and to read files our writer produces); the product code never imports it.
 from __future__ import annotations
 
 import collections
-import io
 import json
 import math
 import os
@@ -162,6 +161,17 @@ def test_writer_roundtrip_through_torch_load(tmp_path):
     # storages are 64-byte aligned like torch's own files (mmap loading works)
     mm = torch.load(path, weights_only=True, mmap=True)["state_dict"]
     assert torch.equal(mm["a.weight"], sd["a.weight"])
+
+
+def test_bf16_rounding_matches_torch():
+    from funasr_nano.checkpoint import float_to_bf16_bits
+
+    x = np.random.default_rng(3).standard_normal(300_001).astype(np.float32) * np.float32(100)
+    x[:8] = [np.nan, np.inf, -np.inf, 3.4e38, -0.0, 1e-45, 1.00390625, 1.01171875]  # ties, denormals
+    ours = float_to_bf16_bits(x, chunk_elems=4096)  # many chunks, ragged last one
+    ref = torch.from_numpy(x).to(torch.bfloat16)
+    assert torch.isnan(torch.from_numpy(ours.view(np.int16)).view(torch.bfloat16)[0])
+    np.testing.assert_array_equal(ours[1:], _torch_bits(ref)[1:])
 
 
 def test_writer_keeps_dtypes_when_asked(tmp_path):
@@ -348,6 +358,18 @@ def test_out_of_bounds_view_is_refused(tmp_path):
     path = tmp_path / "model.pt"
     _torch_zip_with_pickle(path, pkl, {"data/0": np.zeros(4, np.float32).tobytes()})
     with pytest.raises(CheckpointError, match="past the end"):
+        read_model_pt(path)
+
+
+def test_build_on_tensor_record_is_refused(tmp_path):
+    """BUILD (setstate) on a rebuilt tensor would let a pickle rewrite its offset/strides."""
+    pkl = (b"\x80\x02}X\n\x00\x00\x00state_dict}X\x01\x00\x00\x00w"
+           b"ctorch._utils\n_rebuild_tensor_v2\n((X\x07\x00\x00\x00storagectorch\nFloatStorage\n"
+           b"X\x01\x00\x00\x000X\x03\x00\x00\x00cpuK\x04tQK\x00K\x04\x85K\x01\x85\x89)tR"
+           b"}X\x06\x00\x00\x00offsetM\x00\x10sbss.")
+    path = tmp_path / "model.pt"
+    _torch_zip_with_pickle(path, pkl, {"data/0": np.zeros(4, np.float32).tobytes()})
+    with pytest.raises(CheckpointError, match="set state"):
         read_model_pt(path)
 
 
@@ -645,3 +667,26 @@ def test_synthetic_is_reproducible(tiny_ckpt, tmp_path):
     assert set(c) == set(a)
     assert not any(mx.array_equal(a[k], c[k]).item() for k in a)
     assert "seed: 1" in (other / "SYNTHETIC_WEIGHTS.txt").read_text()
+
+
+def test_product_code_never_imports_torch(tiny_ckpt, tmp_path):
+    """Reader, writer, cache and synthetic writer all work with torch made unimportable."""
+    script = f"""
+import sys
+sys.modules["torch"] = None  # any 'import torch' now raises ImportError
+from funasr_nano.checkpoint import read_model_pt, write_model_pt, load_checkpoint_weights
+from funasr_nano.synthetic import write_synthetic_checkpoint
+import numpy as np
+w = read_model_pt({str(tiny_ckpt / "model.pt")!r})
+assert len(w) == 130, len(w)
+write_model_pt({str(tmp_path / "w.pt")!r}, {{"a": np.ones(3, np.float32)}})
+assert read_model_pt({str(tmp_path / "w.pt")!r})["a"].tolist() == [1.0, 1.0, 1.0]
+c = load_checkpoint_weights({str(tiny_ckpt)!r}, cache_dir={str(tmp_path / "cache")!r})
+assert len(c) == 130
+print("ok")
+"""
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=str(root) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "ok"

@@ -204,17 +204,15 @@ def open_dataset(cfg: DatasetConfig, limit: int | None = None, subset: str = "fi
     else:
         ds = _load_hub(cfg, stream)
     names = _column_names(ds)
+    if names is None and base_dir is not None:
+        names = _metadata_columns(_metadata_file(Path(cfg.path), cfg.split))
+    audio_key = cfg.audio_column
     if names is not None:
-        need = [c for c in (cfg.audio_column, cfg.text_column, cfg.id_column) if c]
-        missing = [c for c in need if c not in names]
-        if missing:
-            raise DatasetLoadError(f"dataset {cfg.name!r} ({cfg.describe_source()}) has no column(s) {missing}; "
-                                   f"its columns are {names}. Fix audio_column / text_column / id_column in "
-                                   f"{cfg.source_file or 'the config'}.")
-        keep = set(need)
-        drop = [c for c in names if c not in keep]
-        if drop:
-            ds = ds.remove_columns(drop)
+        if base_dir is not None and audio_key not in names and "file_name" in names:
+            audio_key = "file_name"  # audio files listed by a metadata file
+        _check_columns(cfg, names, audio_key)
+    # No remove_columns: on a streamed set (datasets 5.2) it re-encodes rows through Audio.encode_example,
+    # which needs torchcodec. Unused columns are simply not read.
     feats = getattr(ds, "features", None)
     if feats is not None and isinstance(feats.get(cfg.audio_column), ds_lib.Audio):
         ds = ds.cast_column(cfg.audio_column, ds_lib.Audio(decode=False))
@@ -239,7 +237,7 @@ def open_dataset(cfg: DatasetConfig, limit: int | None = None, subset: str = "fi
             ds = ds.select(idx)
         total = len(ds)
     info = {"source": cfg.describe_source(), "streaming": stream, "limit": limit, "subset": subset,
-            "base_dir": base_dir}
+            "base_dir": base_dir, "audio_key": audio_key}
     return ds, total, info
 
 
@@ -259,10 +257,38 @@ def _local_parquet_rows(cfg: DatasetConfig) -> int | None:
         return None
 
 
-def iter_examples(cfg: DatasetConfig, rows, base_dir: str | None = None):
-    """Rows -> `Example`s (audio decoded and resampled, text as given, an id for every row)."""
+def _check_columns(cfg: DatasetConfig, names, audio_key: str) -> None:
+    need = [c for c in (audio_key, cfg.text_column, cfg.id_column) if c]
+    missing = [c for c in need if c not in names]
+    if missing:
+        raise DatasetLoadError(f"dataset {cfg.name!r} ({cfg.describe_source()}) has no column(s) {missing}; "
+                               f"its columns are {list(names)}. Fix audio_column / text_column / id_column in "
+                               f"{cfg.source_file or 'the config'}.")
+
+
+def _metadata_columns(meta: Path | None) -> list[str] | None:
+    if meta is None:
+        return None
+    with open(meta, encoding="utf-8") as f:
+        first = f.readline()
+    if meta.suffix == ".jsonl":
+        import json
+
+        return list(json.loads(first)) if first.strip() else []
+    import csv
+
+    return next(csv.reader([first]), [])
+
+
+def iter_examples(cfg: DatasetConfig, rows, info: dict | None = None):
+    """Rows -> `Example`s (audio decoded and resampled, text as given, an id for every row).
+    `info` is `open_dataset`'s third value (where relative audio paths start, the audio column)."""
+    info = info or {}
+    base_dir, audio_key = info.get("base_dir"), info.get("audio_key") or cfg.audio_column
     for i, row in enumerate(rows):
-        cell = row[cfg.audio_column]
+        if i == 0:
+            _check_columns(cfg, list(row), audio_key)
+        cell = row[audio_key]
         audio, sr = decode_audio(cell, TARGET_RATE, base_dir)
         if cfg.id_column:
             uid = str(row[cfg.id_column])

@@ -298,7 +298,7 @@ def evaluate(asr, dataset_name_or_cfg="smoke", limit: int | None = None, batch_s
     t_read = time.perf_counter()
     read = 0.0
     try:
-        for ex in iter_examples(cfg, rows, data_info.get("base_dir")):
+        for ex in iter_examples(cfg, rows, data_info):
             read += time.perf_counter() - t_read
             batch.append(ex)
             if len(batch) == batch_size:
@@ -363,6 +363,7 @@ def evaluate(asr, dataset_name_or_cfg="smoke", limit: int | None = None, batch_s
             "num_examples_expected": cfg.num_examples, "config_file": cfg.source_file,
             "empty_references": cfg.empty_references}
     data.pop("base_dir", None)
+    data.pop("audio_key", None)
     if fingerprint:
         data.update(source_fingerprint(cfg))
 
