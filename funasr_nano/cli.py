@@ -249,8 +249,12 @@ def check_preset(preset):
         return None
     try:
         from .precision import parse_preset
-    except ImportError:
-        return preset  # the loader validates it
+    except ImportError:  # presets not available in this build: plain dtype names only
+        from .pipeline import DTYPES
+
+        if str(preset).lower() not in DTYPES:
+            raise CLIError(EXIT_USAGE, f"unknown preset {preset!r}; choose one of {sorted(set(DTYPES))}") from None
+        return preset
     try:
         parse_preset(preset)
     except (ValueError, KeyError) as e:

@@ -265,23 +265,40 @@ def load(path_or_repo, dtype="float32", audio_dtype="float32", cache_dir=None, p
 
     `dtype` is the decoder's compute precision, `audio_dtype` the encoder's and adaptor's.
     The first load of a `model.pt` converts it to safetensors in a cache; later loads mmap it.
+
+    `preset` (see `funasr_nano.precision`: "fp32", "bf16", "fp16", "q8", "q4", "q4-g32",
+    "q4-llm+bf16-audio", ...) overrides `dtype`/`audio_dtype` and casts/quantizes per component.
+    A directory written by `precision.save_quantized` loads its stored (quantized) tensors
+    directly; `preset` may then only repeat the stored one.
     """
     from .checkpoint import check_state_dict, load_checkpoint_weights, resolve_checkpoint
+    from .precision import PrecisionPlan, apply_precision, is_precision_checkpoint, load_precision_net, parse_preset
     from .synthetic import is_synthetic
     from .tokenizer import Tokenizer
 
     ckpt = Path(resolve_checkpoint(path_or_repo, cache_dir=cache_dir))
     cfg = ModelConfig.from_dir(ckpt)
-    dtype, audio_dtype = parse_dtype(dtype), parse_dtype(audio_dtype)
-    net = FunASRNano(cfg)
-    weights = load_checkpoint_weights(ckpt, cache_dir=cache_dir)
-    check_state_dict(weights, net.expected_shapes(), optional_prefixes=net.optional_keys())
-    weights = net.sanitize(weights)
-    weights = _cast(weights, audio_dtype, ("audio_encoder.", "audio_adaptor."))
-    weights = _cast(weights, dtype, ("llm.",))
-    net.load_weights(list(weights.items()), strict=True)
+    if is_precision_checkpoint(ckpt):
+        net, plan = load_precision_net(ckpt, cfg, preset)
+    else:
+        plan = parse_preset(preset) if preset is not None else PrecisionPlan.from_dtypes(
+            parse_dtype(dtype), parse_dtype(audio_dtype))
+        net = FunASRNano(cfg)
+        weights = load_checkpoint_weights(ckpt, cache_dir=cache_dir)
+        check_state_dict(weights, net.expected_shapes(), optional_prefixes=net.optional_keys())
+        weights = net.sanitize(weights)
+        if preset is None:
+            weights = _cast(weights, plan.audio_dtype, ("audio_encoder.", "audio_adaptor."))
+            weights = _cast(weights, plan.llm_dtype, ("llm.",))
+        else:  # float32 (lazily) first: quantize from full precision, then cast per the plan
+            weights = _cast(weights, mx.float32, ("audio_encoder.", "audio_adaptor.", "llm."))
+        net.load_weights(list(weights.items()), strict=True)
+        if preset is not None:
+            apply_precision(net, plan)
     net.eval()
     mx.eval(net.parameters())
     tok = Tokenizer.from_dir(llm_dir(ckpt, cfg.raw["config.yaml"]))
-    return FunASRNanoASR(net, tok, cfg, source=str(path_or_repo), synthetic=is_synthetic(ckpt),
-                         dtype=dtype, audio_dtype=audio_dtype)
+    asr = FunASRNanoASR(net, tok, cfg, source=str(path_or_repo), synthetic=is_synthetic(ckpt),
+                        dtype=plan.llm_dtype, audio_dtype=plan.audio_dtype)
+    asr.plan, asr.preset, asr.checkpoint_dir = plan, plan.name, ckpt
+    return asr

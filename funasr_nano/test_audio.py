@@ -208,8 +208,21 @@ def speech_like(seconds: float, seed: int = 0, sr: int = SAMPLE_RATE, peak: floa
     return _finish(out, "speech_like")
 
 
+_STANDARD_CACHE: "OrderedDict[str, np.ndarray] | None" = None
+
+
 def standard_clips() -> "OrderedDict[str, np.ndarray]":
-    """The named clips used by parity tests and benchmarks (fixed order, fixed content)."""
+    """The named clips used by parity tests and benchmarks (fixed order, fixed content).
+
+    Generated once per process; every call returns fresh copies (callers may mutate them).
+    """
+    global _STANDARD_CACHE
+    if _STANDARD_CACHE is None:
+        _STANDARD_CACHE = _make_standard_clips()
+    return OrderedDict((k, v.copy()) for k, v in _STANDARD_CACHE.items())
+
+
+def _make_standard_clips() -> "OrderedDict[str, np.ndarray]":
     clips: "OrderedDict[str, np.ndarray]" = OrderedDict()
     clips["short_0p6s"] = speech_like(0.6, seed=1)
     clips["speech_3s"] = speech_like(3.0, seed=2)

@@ -148,10 +148,39 @@ def _resolve_conf(cfg: dict, ckpt_dir: Path, llm_dtype: str | None) -> dict:
     return kwargs
 
 
-def _instantiate(cfg: dict, ckpt_dir: Path, llm_dtype: str | None = "fp32"):
+@contextlib.contextmanager
+def _skip_random_init(enabled: bool = True):
+    """Make ``Tensor.uniform_``/``normal_`` no-ops while the model is constructed.
+
+    Construction-time random init (nn.Linear kaiming_uniform_, HF ``_init_weights`` normal_)
+    costs ~15 s for the real preset on 2 cores and is pointless: every parameter is
+    overwritten afterwards (seeded fill when building, strict full-coverage load when
+    loading; both are checked). Parameters hold uninitialised memory until then.
+    """
+    torch = _torch()
+    if not enabled:
+        yield
+        return
+    names = ("uniform_", "normal_")
+    saved = {n: getattr(torch.Tensor, n) for n in names}
+
+    def _noop(self, *args, **kwargs):
+        return self
+
+    for n in names:
+        setattr(torch.Tensor, n, _noop)
+    try:
+        yield
+    finally:
+        for n, f in saved.items():
+            setattr(torch.Tensor, n, f)
+
+
+def _instantiate(cfg: dict, ckpt_dir: Path, llm_dtype: str | None = "fp32", fast_init: bool = True):
     """Build (model, frontend, resolved kwargs) exactly like ``AutoModel.build_model`` does:
     frontend from the registry (here with dither 0), ``input_size = frontend.output_size()``,
     ``model_conf = deep_update(model_conf, kwargs)`` and ``model_class(**model_conf)``.
+    ``fast_init`` skips the (overwritten anyway) random init, see :func:`_skip_random_init`.
     """
     m = _funasr_modules()
     tables, deep_update = m["tables"], m["deep_update"]
@@ -165,7 +194,8 @@ def _instantiate(cfg: dict, ckpt_dir: Path, llm_dtype: str | None = "fp32"):
     deep_update(model_conf, kwargs.get("model_conf", {}))
     deep_update(model_conf, kwargs)
     model_class = tables.model_classes.get(kwargs["model"])
-    model = model_class(**model_conf)
+    with _skip_random_init(fast_init):
+        model = model_class(**model_conf)
     return model, frontend, kwargs
 
 
@@ -276,7 +306,7 @@ def _load_config_yaml(ckpt_dir: Path) -> dict:
     return OmegaConf.to_container(OmegaConf.load(ckpt_dir / "config.yaml"), resolve=True)
 
 
-def load_reference_model(ckpt_dir):
+def load_reference_model(ckpt_dir, fast_init: bool = True):
     """Build ``FunASRNano`` from ``ckpt_dir/config.yaml`` and load ``model.pt`` via funasr.
 
     Returns ``(model, tokenizer, frontend)``; model in eval mode with fp32 params (bf16
@@ -287,7 +317,7 @@ def load_reference_model(ckpt_dir):
     m = _funasr_modules()
     ckpt_dir = Path(ckpt_dir)
     cfg = _load_config_yaml(ckpt_dir)
-    model, frontend, kwargs = _instantiate(cfg, ckpt_dir, llm_dtype="fp32")
+    model, frontend, kwargs = _instantiate(cfg, ckpt_dir, llm_dtype="fp32", fast_init=fast_init)
     tokenizer = m["tables"].tokenizer_classes.get(kwargs["tokenizer"])(**kwargs["tokenizer_conf"])
 
     path = ckpt_dir / "model.pt"
@@ -305,6 +335,8 @@ def load_reference_model(ckpt_dir):
     for name, p in model.named_parameters():
         if p.dtype != torch.float32:
             raise RuntimeError(f"parameter {name} is {p.dtype}, expected float32")
+        if not bool(torch.isfinite(p).all()):
+            raise RuntimeError(f"parameter {name} has non-finite values after loading")
     model._reference_kwargs = kwargs  # config (dataset_conf etc.) the inference path reads
     model._reference_ckpt_dir = str(ckpt_dir)
     return model, tokenizer, frontend
@@ -642,7 +674,10 @@ def main(argv: Iterable[str] | None = None) -> int:
     ap.add_argument("--hotwords", default="", help="comma-separated")
     ap.add_argument("--no-itn", action="store_true")
     ap.add_argument("--rebuild", action="store_true")
+    ap.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: leave default)")
     args = ap.parse_args(list(argv) if argv is not None else None)
+    if args.threads:
+        _torch().set_num_threads(args.threads)
 
     from funasr_nano.test_audio import standard_clips
 

@@ -204,11 +204,11 @@ def _run_batch(asr, batch, language, itn, max_new_tokens):
     try:
         outs = _transcribe(asr, [ex.audio for ex in batch], language, itn, max_new_tokens)
         secs = time.perf_counter() - t0
-        return [(o.text, getattr(o, "stop_reason", None), len(getattr(o, "tokens", ()) or ()), None)
-                for o in outs], secs
+        return [(o.text, getattr(o, "stop_reason", None), len(getattr(o, "tokens", ()) or ()), None,
+                 getattr(o, "timings", None)) for o in outs], secs
     except Exception as e:
         if len(batch) == 1:
-            return [("", "error", 0, f"{type(e).__name__}: {e}")], time.perf_counter() - t0
+            return [("", "error", 0, f"{type(e).__name__}: {e}", None)], time.perf_counter() - t0
     rows, secs = [], 0.0
     for ex in batch:
         r, s = _run_batch(asr, [ex], language, itn, max_new_tokens)
@@ -282,10 +282,14 @@ def evaluate(asr, dataset_name_or_cfg="smoke", limit: int | None = None, batch_s
                 pass
         outs, secs = _run_batch(asr, batch, lang, cfg.itn, cap)
         compute += secs
-        for ex, (text, reason, ntok, err) in zip(batch, outs):
+        for ex, (text, reason, ntok, err, stages) in zip(batch, outs):
             rec = {"index": ex.index, "id": ex.id, "audio_seconds": round(ex.seconds, 4),
                    "source_rate": ex.source_rate, "ref": ex.text, "hyp": text or "",
-                   "stop_reason": reason, "n_tokens": ntok, "compute_seconds": secs / len(batch)}
+                   "stop_reason": reason, "n_tokens": ntok, "compute_seconds": secs / len(batch),
+                   "batch_size": len(batch)}
+            if isinstance(stages, dict):  # per stage, for the whole batch the clip was decoded in
+                rec["batch_stage_seconds"] = {k: round(v, 6) if isinstance(v, float) else v
+                                              for k, v in stages.items()}
             if err:
                 rec["error"] = err
             if synthetic:

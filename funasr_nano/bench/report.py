@@ -1,0 +1,482 @@
+"""Benchmark report from an asv ``results/`` tree: ``funasr-nano report``.
+
+Writes into ``--out`` (default ``results/report``):
+
+* ``BENCHMARKS.md`` -- per machine, the table of its latest (or ``--commit``) run in the style of
+  mlx-lm's BENCHMARKS.md: one row per precision preset with RTF / RTFx, decode ms per token /
+  tokens/s, prefill ms per prompt token, peak MLX memory, weight bytes, fidelity to fp32 and
+  WER/CER when measured; then batch and per-stage tables, and a footer with machine, versions,
+  commit and the decode-length rule. The table is also printed.
+* ``tradeoff-<machine>.png`` -- quantization trade-off: x = RTF, y = fidelity loss (top-1
+  disagreement with fp32; WER/CER with ``--quality wer|cer``), marker area = peak memory; one
+  point per preset.
+* ``machines.png`` -- machine comparison at one commit (the commit measured on most machines).
+* ``history-<benchmark>.png`` -- a chosen benchmark over commits, one line per machine.
+
+Every table and chart says "SYNTHETIC WEIGHTS" when the run used the synthetic checkpoint
+(``meta.Context.track_synthetic_weights`` = 1 in the result file, or the run record).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+import sys
+from pathlib import Path
+
+from .results import ResultSet, load_results
+
+# Benchmark names the report knows (the suite's, see benchmarks/).
+B_RTF = "e2e.Transcribe.track_rtf"
+B_TIME = "e2e.Transcribe.time_transcribe"
+B_TOKEN = "decode.Decode.track_ms_per_token"
+B_PREFILL = "decode.Prefill.track_ms_per_prompt_token"
+B_PEAK = "memory.Memory.track_peak_bytes"
+B_WEIGHTS = "memory.Weights.track_weight_bytes"
+B_TOP1 = "fidelity.Fidelity.track_top1_disagreement"
+B_KL = "fidelity.Fidelity.track_mean_kl"
+B_WER = "accuracy.Accuracy.track_wer"
+B_CER = "accuracy.Accuracy.track_cer"
+B_LOAD = "meta.Load.time_load"
+B_SYNTH = "meta.Context.track_synthetic_weights"
+B_REFBLAS = "meta.Context.track_reference_blas"
+STAGES = [("frontend", "stages.Frontend.time_frontend"), ("encoder", "stages.Encoder.time_encoder"),
+          ("adaptor", "stages.Adaptor.time_adaptor"), ("prefill", "stages.Prefill.time_prefill"),
+          ("decode step", "stages.DecodeStep.time_decode_step")]
+PRESET_ORDER = ["fp32", "bf16", "fp16", "q8", "q4", "q4-llm+bf16-audio"]
+DEFAULT_HISTORY = "e2e.Transcribe.track_rtf"
+DEFAULT_HISTORY_PARAMS = {"preset": "fp32", "batch": 1, "seconds": 10}
+TOKENS_PER_SECOND = 4  # mirrors benchmarks/common.py (the pinned decode-length rule)
+SYNTH_BANNER = ("SYNTHETIC WEIGHTS (seeded random, real shapes): speed and memory are representative, "
+                "fidelity compares presets on random weights, accuracy is meaningless")
+
+
+# ----- formatting ------------------------------------------------------------------------------------------
+def _num(v, fmt="{:.3g}"):
+    if v is None or (isinstance(v, float) and (math.isnan(v) or math.isinf(v))):
+        return "–"
+    return fmt.format(v)
+
+
+def _gb(v):
+    return _num(None if v is None else v / 1e9, "{:.2f}")
+
+
+def _inv(v, scale=1.0):
+    if v is None or not v or (isinstance(v, float) and math.isnan(v)):
+        return None
+    return scale / v
+
+
+def _preset_key(p):
+    return (PRESET_ORDER.index(p) if p in PRESET_ORDER else len(PRESET_ORDER), str(p))
+
+
+def _slug(s: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", s).strip("-")
+
+
+def _ram_gb(m: dict) -> str:
+    try:
+        return f"{int(m.get('ram', 0)) / 2 ** 30:.0f} GiB"
+    except (TypeError, ValueError):
+        return str(m.get("ram", ""))
+
+
+def synthetic_label(rs: ResultSet, machine: str, commit: str) -> str:
+    s = rs.synthetic(machine, commit)
+    return {True: "synthetic", False: "real checkpoint", None: "unknown"}[s]
+
+
+# ----- choosing what to show -----------------------------------------------------------------------------
+def pick_seconds(rs: ResultSet, machine: str, commit: str, prefer=10) -> int | None:
+    counts: dict = {}
+    for r in rs.select(machine=machine, commit=commit):
+        s = r.params.get("seconds")
+        if s is not None and r.benchmark in (B_RTF, B_TOKEN, B_PEAK, B_TOP1, B_PREFILL):
+            counts[s] = counts.get(s, 0) + 1
+    if not counts:
+        return None
+    best = max(counts.values())
+    cands = sorted(s for s, n in counts.items() if n == best)
+    return prefer if prefer in cands else cands[0]
+
+
+def presets_in(rs: ResultSet, machine: str, commit: str) -> list:
+    ps = {r.params["preset"] for r in rs.select(machine=machine, commit=commit) if "preset" in r.params}
+    return sorted(ps, key=_preset_key)
+
+
+def preset_rows(rs: ResultSet, machine: str, commit: str, seconds: int, batch: int = 1) -> list[dict]:
+    """One dict per preset with the headline metrics (None where not measured)."""
+    rows = []
+    for p in presets_in(rs, machine, commit):
+        def v(bench, **kw):
+            return rs.value(bench, machine, commit, preset=p, **kw)
+
+        rtf = v(B_RTF, batch=batch, seconds=seconds)
+        if rtf is None:
+            t = v(B_TIME, batch=batch, seconds=seconds)
+            rtf = t / (batch * seconds) if t is not None else None
+        tok = v(B_TOKEN, batch=batch, seconds=seconds)
+        row = {
+            "preset": p, "rtf": rtf, "rtfx": _inv(rtf),
+            "ms_per_token": tok, "tokens_per_s": _inv(tok, 1000.0 * batch),
+            "prefill_ms_per_token": v(B_PREFILL, batch=batch, seconds=seconds),
+            "peak_bytes": v(B_PEAK, batch=batch, seconds=seconds),
+            "weight_bytes": v(B_WEIGHTS),
+            "top1_disagreement": v(B_TOP1, seconds=seconds),
+            "mean_kl": v(B_KL, seconds=seconds),
+            "wer": v(B_WER), "cer": v(B_CER), "load_s": v(B_LOAD),
+        }
+        row["prefill_tokens_per_s"] = _inv(row["prefill_ms_per_token"], 1000.0)
+        if any(row[k] is not None for k in row if k != "preset"):
+            rows.append(row)
+    return rows
+
+
+# ----- Markdown --------------------------------------------------------------------------------------------
+def _md_table(header: list[str], rows: list[list[str]]) -> str:
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|"]
+    out += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def machine_section(rs: ResultSet, machine: str, commit: str | None = None, seconds: int | None = None) -> str:
+    commit = commit or rs.latest_commit(machine)
+    if commit is None:
+        return f"## {machine}\n\nNo results.\n"
+    seconds = seconds or pick_seconds(rs, machine, commit)
+    m = rs.machines.get(machine, {})
+    synth = rs.synthetic(machine, commit)
+    run = rs.run_info(machine, commit)
+    lines = [f"## {machine}", ""]
+    if synth:
+        lines += [f"> **{SYNTH_BANNER}.**", ""]
+    elif synth is None:
+        lines += ["> Weights: unknown (no `meta.Context` result in this run).", ""]
+    n = TOKENS_PER_SECOND * (seconds or 0)
+    lines.append(f"Batch 1, {seconds} s clip, {n} decoded tokens (EOS ignored), commit `{commit[:8]}`.")
+    lines.append("")
+    rows = preset_rows(rs, machine, commit, seconds) if seconds else []
+    q_cols = [("wer", "WER %"), ("cer", "CER %")]
+    q_cols = [(k, h) for k, h in q_cols if any(r[k] is not None for r in rows)]
+    header = ["Preset", "RTF", "RTFx", "Decode ms/tok", "Decode tok/s", "Prefill ms/tok", "Prefill tok/s",
+              "Peak mem GB", "Weights GB", "Top-1 disagree vs fp32", "KL vs fp32 (nats)"]
+    header += [h for _, h in q_cols] + ["Load s"]
+    body = []
+    for r in rows:
+        cells = [f"`{r['preset']}`", _num(r["rtf"], "{:.3f}"), _num(r["rtfx"], "{:.2f}"),
+                 _num(r["ms_per_token"], "{:.1f}"), _num(r["tokens_per_s"], "{:.2f}"),
+                 _num(r["prefill_ms_per_token"], "{:.2f}"), _num(r["prefill_tokens_per_s"], "{:.0f}"),
+                 _gb(r["peak_bytes"]), _gb(r["weight_bytes"]),
+                 _num(r["top1_disagreement"], "{:.3f}"), _num(r["mean_kl"], "{:.4f}")]
+        cells += [_num(None if r[k] is None else 100 * r[k], "{:.2f}") for k, _ in q_cols]
+        cells.append(_num(r["load_s"], "{:.1f}"))
+        body.append(cells)
+    lines.append(_md_table(header, body) if body else "_No per-preset results at this commit._")
+    lines.append("")
+
+    # batch table: RTF by preset x batch at this length
+    batches = sorted({r.params["batch"] for r in rs.select(B_RTF, machine, commit, seconds=seconds)
+                      if "batch" in r.params})
+    if len(batches) > 1:
+        hdr = ["Preset"] + [f"RTF b={b}" for b in batches] + [f"tok/s b={b}" for b in batches]
+        body = []
+        for p in presets_in(rs, machine, commit):
+            rtfs = [rs.value(B_RTF, machine, commit, preset=p, batch=b, seconds=seconds) for b in batches]
+            toks = [rs.value(B_TOKEN, machine, commit, preset=p, batch=b, seconds=seconds) for b in batches]
+            if all(x is None for x in rtfs + toks):
+                continue
+            body.append([f"`{p}`"] + [_num(x, "{:.3f}") for x in rtfs]
+                        + [_num(_inv(t, 1000.0 * b), "{:.2f}") for t, b in zip(toks, batches)])
+        if body:
+            lines += [f"Batch sizes ({seconds} s clips; tok/s counts every row):", "", _md_table(hdr, body), ""]
+
+    # stage table
+    srows = []
+    for p in presets_in(rs, machine, commit):
+        vals = [rs.value(b, machine, commit, preset=p, batch=1, seconds=seconds) for _, b in STAGES]
+        if any(x is not None for x in vals):
+            srows.append([f"`{p}`"] + [_num(None if x is None else 1000 * x, "{:.1f}") for x in vals])
+    if srows:
+        lines += [f"Per-stage time, ms (batch 1, {seconds} s clip):", "",
+                  _md_table(["Preset"] + [s for s, _ in STAGES], srows), ""]
+
+    blas = m.get("blas", "")
+    ref_blas = rs.value(B_REFBLAS, machine, commit)
+    foot = [f"Machine `{machine}`: {m.get('cpu', '?')} ({m.get('num_cpu', '?')} CPUs), {_ram_gb(m)} RAM, "
+            f"GPU {m.get('gpu', '?')}" + (f" ({m['gpu_cores']} cores)" if m.get("gpu_cores") else "")
+            + f"; {m.get('os', '?')}; backend {m.get('backend', '?')}, BLAS {blas or '?'}; MLX {m.get('mlx', '?')}."]
+    if ref_blas:
+        foot.append("**Warning: these numbers ran on the slow reference BLAS.**")
+    weights = {True: "synthetic (seeded random, real shapes)", False: "real checkpoint", None: "unknown"}[synth]
+    if run.get("checkpoint"):
+        weights += f" `{run['checkpoint']}`"
+    foot.append(f"Weights: {weights}. Commit `{commit}`"
+                + (f" ({run['mode']} suite" + (f", {run['wall_seconds']:.0f} s wall" if run.get("wall_seconds") else "")
+                   + ")" if run.get("mode") else "") + ".")
+    foot.append("RTF = compute s / audio s (lower is better), RTFx = 1/RTF; decode ms/tok = marginal wall time of "
+                "one greedy step of the package's decode loop; prefill ms/tok = one prefill / prompt tokens; "
+                "peak mem = MLX peak during one transcription incl. weights; fidelity = teacher-forced vs fp32.")
+    lines += [" ".join(foot), ""]
+    return "\n".join(lines)
+
+
+def markdown_report(rs: ResultSet, machines=None, commit: str | None = None, seconds: int | None = None,
+                    charts: list | None = None) -> str:
+    machines = machines or rs.machine_names()
+    parts = ["# funasr-nano-mlx benchmarks", "",
+             "Generated by `funasr-nano report` from the asv results in `"
+             + str(rs.root) + "`. Lower is better for every tracked value; RTFx and tok/s are derived.", ""]
+    for mname in machines:
+        c = rs.resolve_commit(commit, mname) if commit else None
+        if commit and c is None:
+            parts.append(f"## {mname}\n\nNo results for commit {commit}.\n")
+            continue
+        parts.append(machine_section(rs, mname, c, seconds))
+    if charts:
+        parts += ["## Charts", ""] + [f"![{Path(p).stem}]({Path(p).name})" for p in charts] + [""]
+    return "\n".join(parts)
+
+
+# ----- charts ------------------------------------------------------------------------------------------------
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _synth_note(fig, synth: bool | None):
+    if synth:
+        fig.text(0.5, 0.005, "SYNTHETIC WEIGHTS (seeded random, real shapes)", ha="center", va="bottom",
+                 color="crimson", fontsize=9, fontweight="bold")
+
+
+def tradeoff_chart(rs: ResultSet, machine: str, out: Path, commit: str | None = None, seconds: int | None = None,
+                   quality: str = "fidelity") -> Path | None:
+    commit = commit or rs.latest_commit(machine)
+    if commit is None:
+        return None
+    seconds = seconds or pick_seconds(rs, machine, commit)
+    rows = [r for r in preset_rows(rs, machine, commit, seconds) if r["rtf"] is not None]
+    qkey = {"fidelity": "top1_disagreement", "kl": "mean_kl", "wer": "wer", "cer": "cer"}[quality]
+    qlabel = {"fidelity": "top-1 disagreement with fp32 (teacher-forced)", "kl": "mean KL vs fp32 (nats)",
+              "wer": "WER", "cer": "CER"}[quality]
+    if not rows:
+        return None
+    synth = rs.synthetic(machine, commit)
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    peaks = [r["peak_bytes"] or r["weight_bytes"] or 0 for r in rows]
+    pmax = max(peaks) or 1
+    for r, pk in zip(rows, peaks):
+        y = r[qkey] if r[qkey] is not None else 0.0
+        size = 80 + 900 * (pk / pmax)
+        ax.scatter([r["rtf"]], [y], s=size, alpha=0.55, edgecolors="k",
+                   marker="o" if r[qkey] is not None else "x")
+        mem = f"{pk / 1e9:.2f} GB" if pk else "mem n/a"
+        ax.annotate(f"{r['preset']}\n{mem}", (r["rtf"], y), textcoords="offset points", xytext=(8, 6), fontsize=8)
+    ax.set_xlabel("RTF (compute s / audio s, lower is faster)")
+    ax.set_ylabel(qlabel + " (lower is better)")
+    ax.set_title(f"Quantization trade-off — {machine}\ncommit {commit[:8]}, batch 1, {seconds} s clip; "
+                 f"marker area = peak MLX memory" + (" — SYNTHETIC WEIGHTS" if synth else ""), fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.margins(0.2)
+    _synth_note(fig, synth)
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    path = out / f"tradeoff-{_slug(machine)}.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _commit_for_comparison(rs: ResultSet, benchmark: str, machines) -> str | None:
+    """The commit measured on the most machines (ties: the latest)."""
+    per: dict = {}
+    for r in rs.select(benchmark):
+        if r.machine in machines:
+            per.setdefault(r.commit, set()).add(r.machine)
+    if not per:
+        return None
+    dates = {r.commit: r.started_at or r.date or 0 for r in rs.select(benchmark)}
+    return max(per, key=lambda c: (len(per[c]), dates.get(c, 0)))
+
+
+def machines_chart(rs: ResultSet, out: Path, machines=None, commit: str | None = None, benchmark: str = B_RTF,
+                   batch: int = 1, seconds: int | None = None) -> Path | None:
+    machines = machines or rs.machine_names()
+    commit = (rs.resolve_commit(commit) if commit else None) or _commit_for_comparison(rs, benchmark, machines)
+    if commit is None:
+        return None
+    have = [m for m in machines if rs.select(benchmark, m, commit)]
+    if not have:
+        return None
+    seconds = seconds or pick_seconds(rs, have[0], commit)
+    presets = sorted({r.params.get("preset") for m in have for r in rs.select(benchmark, m, commit)
+                      if r.params.get("seconds") == seconds and r.params.get("batch", batch) == batch},
+                     key=_preset_key)
+    if not presets:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(max(6.5, 1.3 * len(presets) * max(1, len(have)) / 2 + 3), 4.8))
+    width = 0.8 / len(have)
+    any_synth = False
+    for i, m in enumerate(have):
+        vals = [rs.value(benchmark, m, commit, preset=p, batch=batch, seconds=seconds) for p in presets]
+        synth = rs.synthetic(m, commit)
+        any_synth |= bool(synth)
+        xs = [j + (i - (len(have) - 1) / 2) * width for j in range(len(presets))]
+        label = m + (" (synthetic)" if synth else "")
+        ax.bar(xs, [v if v is not None else 0 for v in vals], width, label=label)
+        for x, v in zip(xs, vals):
+            if v is not None:
+                ax.annotate(f"{v:.3g}", (x, v), ha="center", va="bottom", fontsize=7)
+    unit = rs.benchmarks.get(benchmark, {}).get("unit", "")
+    ax.set_xticks(range(len(presets)), presets)
+    ax.set_ylabel(f"{benchmark.rsplit('.', 1)[-1]} [{unit}] (lower is better)")
+    ax.set_title(f"Machines at commit {commit[:8]} — batch {batch}, {seconds} s clip"
+                 + (" — SYNTHETIC WEIGHTS" if any_synth else ""), fontsize=9)
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    _synth_note(fig, any_synth)
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    path = out / "machines.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def history_chart(rs: ResultSet, out: Path, benchmark: str = DEFAULT_HISTORY, params: dict | None = None,
+                  machines=None) -> Path | None:
+    params = dict(DEFAULT_HISTORY_PARAMS if params is None else params)
+    meta = rs.benchmarks.get(benchmark, {})
+    names = meta.get("param_names")
+    if names is not None:
+        params = {k: v for k, v in params.items() if k in names}
+    machines = machines or rs.machine_names()
+    series = {}
+    for m in machines:
+        pts = []
+        for commit, date in rs.commits(m):
+            v = rs.value(benchmark, m, commit, **params)
+            if v is not None:
+                recs = rs.select(benchmark, m, commit, **params)
+                st = recs[-1].stats if recs else {}
+                pts.append((date, commit, v, st.get("q_25"), st.get("q_75"), rs.synthetic(m, commit)))
+        if pts:
+            series[m] = pts
+    if not series:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(8, 4.6))
+    order = sorted({(p[0], p[1]) for pts in series.values() for p in pts})
+    xpos = {c: i for i, (_, c) in enumerate(order)}
+    any_synth = False
+    for m, pts in series.items():
+        xs = [xpos[p[1]] for p in pts]
+        ys = [p[2] for p in pts]
+        lo = [p[2] - p[3] if p[3] is not None else 0 for p in pts]
+        hi = [p[4] - p[2] if p[4] is not None else 0 for p in pts]
+        synth = any(p[5] for p in pts)
+        any_synth |= synth
+        ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3, label=m + (" (synthetic)" if synth else ""))
+    ax.set_xticks(range(len(order)), [c[:8] for _, c in order], rotation=45, ha="right", fontsize=8)
+    unit = meta.get("unit", "")
+    ax.set_ylabel(f"{unit} (lower is better)")
+    ptxt = ", ".join(f"{k}={v}" for k, v in params.items())
+    ax.set_title(f"History of {benchmark} ({ptxt})" + (" — SYNTHETIC WEIGHTS" if any_synth else ""), fontsize=9)
+    ax.set_xlabel("commit (by commit date)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    _synth_note(fig, any_synth)
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    path = out / f"history-{_slug(benchmark)}.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def parse_params(s: str | None) -> dict | None:
+    """``preset=fp32,batch=1,seconds=10`` -> dict (numbers converted)."""
+    if not s:
+        return None
+    out = {}
+    for part in s.split(","):
+        if not part.strip():
+            continue
+        k, _, v = part.partition("=")
+        v = v.strip()
+        try:
+            out[k.strip()] = int(v)
+        except ValueError:
+            try:
+                out[k.strip()] = float(v)
+            except ValueError:
+                out[k.strip()] = v
+    return out
+
+
+def build_report(results_dir, out_dir, machines=None, commit=None, seconds=None, quality="fidelity",
+                 history=DEFAULT_HISTORY, history_params=None, charts=True) -> dict:
+    """Write BENCHMARKS.md (+ PNGs) and return {"markdown": text, "charts": [paths], "table": path}."""
+    rs = load_results(results_dir)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    machines = machines or rs.machine_names()
+    paths = []
+    if charts:
+        for m in machines:
+            c = rs.resolve_commit(commit, m) if commit else None
+            p = tradeoff_chart(rs, m, out, c, seconds, quality)
+            if p:
+                paths.append(p)
+        p = machines_chart(rs, out, machines, commit, seconds=seconds)
+        if p:
+            paths.append(p)
+        p = history_chart(rs, out, history, history_params, machines)
+        if p:
+            paths.append(p)
+    md = markdown_report(rs, machines, commit, seconds, paths)
+    table = out / "BENCHMARKS.md"
+    table.write_text(md, encoding="utf-8")
+    return {"markdown": md, "charts": paths, "table": table}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="funasr-nano report",
+                                description="Markdown table and PNG charts from an asv results/ tree.")
+    p.add_argument("--results", default="results", help="asv results directory (default: results)")
+    p.add_argument("--out", default=None, help="output directory (default: <results>/report)")
+    p.add_argument("--machine", action="append", default=None, help="machine(s) to report (default: all)")
+    p.add_argument("--commit", default=None, help="commit (prefix) for the tables (default: latest per machine)")
+    p.add_argument("--seconds", type=int, default=None, help="audio length of the tables (default: 10 if measured)")
+    p.add_argument("--quality", choices=["fidelity", "kl", "wer", "cer"], default="fidelity",
+                   help="y axis of the trade-off chart (default: top-1 disagreement with fp32)")
+    p.add_argument("--history", default=DEFAULT_HISTORY, help=f"benchmark of the history chart ({DEFAULT_HISTORY})")
+    p.add_argument("--history-params", default=None,
+                   help="its parameters, e.g. preset=q4,batch=1,seconds=10 (default preset=fp32,batch=1,seconds=10)")
+    p.add_argument("--no-charts", action="store_true", help="only the Markdown table")
+    p.add_argument("--quiet", action="store_true", help="do not print the table")
+    args = p.parse_args(argv)
+    out = args.out or str(Path(args.results) / "report")
+    try:
+        rep = build_report(args.results, out, args.machine, args.commit, args.seconds, args.quality,
+                           args.history, parse_params(args.history_params), not args.no_charts)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"funasr-nano report: error: {e}", file=sys.stderr)
+        return 2
+    if not args.quiet:
+        print(rep["markdown"])
+    print(f"table:  {rep['table']}")
+    for c in rep["charts"]:
+        print(f"chart:  {c}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
