@@ -258,7 +258,15 @@ def check_preset(preset):
     try:
         parse_preset(preset)
     except (ValueError, KeyError) as e:
-        raise CLIError(EXIT_USAGE, f"unknown preset {preset!r}: {_one_line(e)}") from None
+        try:
+            from .precision import PRESETS
+            known = f"; presets: {', '.join(PRESETS)} (see funasr_nano.precision for the grammar)"
+        except ImportError:
+            known = ""
+        msg = _one_line(e).rstrip(".")
+        if repr(preset) not in msg:
+            msg = f"unknown preset {preset!r}: {msg}"
+        raise CLIError(EXIT_USAGE, f"{msg}{known}") from None
     return preset
 
 
@@ -272,9 +280,9 @@ def check_language(language):
 
 
 def _one_line(e: BaseException) -> str:
-    s = str(e).strip()
-    if isinstance(e, KeyError) and len(e.args) == 1:
-        s = str(e.args[0])
+    """The first line of an exception's message."""
+    s = str(e.args[0]) if isinstance(e, KeyError) and len(e.args) == 1 else str(e)
+    s = s.strip().splitlines()[0].strip() if s.strip() else ""
     return s or type(e).__name__
 
 
@@ -315,7 +323,7 @@ def load_model(args):
     except Exception as e:  # yaml/json parse errors and the like: still a model problem
         if _debug_env() or getattr(args, "debug", False):
             raise
-        raise CLIError(EXIT_MODEL, f"cannot load model {src}: {type(e).__name__}: {e}") from e
+        raise CLIError(EXIT_MODEL, f"cannot load model {src}: {type(e).__name__}: {' '.join(str(e).split())}") from e
     asr.preset = getattr(asr, "preset", None) or preset
     return asr, time.perf_counter() - t0
 
@@ -566,7 +574,7 @@ def transcribe_files(asr, files, durations, args, language, on_file_done=None):
 def stream_files(asr, files, args, language, out) -> list:
     """--stream: files one at a time, segments in order, text printed as it decodes."""
     from .formats import FileResult
-    from .segment import _is_cjk, join_texts
+    from .segment import _is_cjk
 
     fs = asr.cfg.frontend.fs
     opts = _decode_opts(args, language)
@@ -702,11 +710,7 @@ def cmd_transcribe(args) -> int:
 
     written: set = set()
 
-    def emit_file(r):
-        if r.ok:
-            _report_file_warnings(r, args.max_new_tokens)
-        else:
-            _err(r.error)
+    def write_one(r):
         if out_dir is not None and r.ok:
             path = _unique_out_path(out_dir, r.path, formats.EXTENSIONS[args.format], written)
             try:
@@ -715,6 +719,13 @@ def cmd_transcribe(args) -> int:
                 r.error = f"{r.path}: cannot write {path}: {e.strerror or e}"
                 _err(r.error)
 
+    def emit_file(r):
+        if r.ok:
+            _report_file_warnings(r, args.max_new_tokens)
+        else:
+            _err(r.error)
+        write_one(r)
+
     if good and args.stream:
         out = _open_output(args.output)
         try:
@@ -722,15 +733,10 @@ def cmd_transcribe(args) -> int:
         finally:
             if out is not sys.stdout:
                 out.close()
-        for r in results:
+        for r in results:  # --stream printed the text (and errors) already
             if r.ok:
                 _report_file_warnings(r, args.max_new_tokens)
-        # --stream printed the text already; --output-dir files are still written
-        if out_dir is not None:
-            for r in results:
-                if r.ok:
-                    path = _unique_out_path(out_dir, r.path, formats.EXTENSIONS[args.format], written)
-                    path.write_text(formats.render_one(r, args.format, meta, synthetic), encoding="utf-8")
+            write_one(r)
     elif good:
         show = args.progress if args.progress is not None else (len(good) > 1 and sys.stderr.isatty())
         progress = Progress(len(good), sum(durations), bool(show))
@@ -800,7 +806,6 @@ def cmd_profile(args) -> int:
     import json
 
     import mlx.core as mx
-    import numpy as np
 
     from .audio import audio_duration
     from .pipeline import STAGES
@@ -851,7 +856,9 @@ def cmd_profile(args) -> int:
     tr = trs[0]
     t = tr.timings
     n_tok = sum(len(x.tokens) for x in trs)
-    steps = getattr(tr, "decode_steps", 0) or max(len(x.tokens) for x in trs)
+    steps = getattr(tr, "decode_steps", None)
+    if steps is None:  # older pipeline: one step per kept token after the first
+        steps = max(0, max(len(x.tokens) for x in trs) - 1)
     n_prompt = sum(x.prompt_tokens for x in trs)
     audio_s = wav.shape[0] / fs
     rows = [("load", load_s, "")]
@@ -862,9 +869,11 @@ def cmd_profile(args) -> int:
         if k == "prefill" and t[k] > 0:
             extra = f"{n_prompt} prompt tokens, {n_prompt / t[k]:.1f} tok/s"
         elif k == "decode" and t[k] > 0:
-            extra = f"{n_tok} tokens, {n_tok / t[k]:.1f} tok/s, {1000 * t[k] / max(steps, 1):.1f} ms/step"
+            extra = f"{steps} steps, {steps / t[k]:.1f} tok/s, {1000 * t[k] / max(steps, 1):.1f} ms/step"
+            if len(trs) > 1:
+                extra += f" (batch of {len(trs)})"
         elif k == "encoder":
-            extra = f"{audio_s / t[k]:.1f}x realtime" if t[k] > 0 else ""
+            extra = f"{audio_s / t[k]:.2f}x realtime" if t[k] > 0 else ""
         rows.append((k, t[k], extra))
     compute = sum(t.get(k, 0.0) for k in STAGES)
     text = " ".join(x.text for x in trs) if len(trs) > 1 else tr.text
@@ -882,7 +891,8 @@ def cmd_profile(args) -> int:
         "rtf": round(compute / audio_s, 4) if audio_s else None,
         "prompt_tokens": n_prompt,
         "decode_tokens": n_tok,
-        "decode_tokens_per_s": round(n_tok / t["decode"], 2) if t.get("decode") else None,
+        "decode_steps": steps,
+        "decode_tokens_per_s": round(steps / t["decode"], 2) if t.get("decode") else None,
         "stop_reasons": [x.stop_reason for x in trs],
         "peak_memory_mb": {"mlx_load": round(load_peak / 2**20, 1), "mlx_transcribe": round(run_peak / 2**20, 1),
                            "process_rss": (round(_peak_rss_mb(), 1) if _peak_rss_mb() else None)},
@@ -910,8 +920,8 @@ def cmd_profile(args) -> int:
     rss = f", process peak RSS {mem['process_rss']:.0f} MiB" if mem["process_rss"] else ""
     print(f"peak memory: MLX {mem['mlx_transcribe']:.0f} MiB while transcribing, "
           f"{mem['mlx_load']:.0f} MiB while loading{rss}")
-    print(f"stop: {', '.join(prof['stop_reasons'])}; text: {text!r}" if len(text) < 200
-          else f"stop: {', '.join(prof['stop_reasons'])}; text: {text[:200]!r}...")
+    shown = repr(text) if len(text) <= 200 else repr(text[:200]) + "..."
+    print(f"output: {n_tok} token{'' if n_tok == 1 else 's'} (stop: {', '.join(prof['stop_reasons'])}): {shown}")
     return EXIT_OK
 
 

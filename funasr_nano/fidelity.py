@@ -52,12 +52,20 @@ def teacher_forced_logits(asr, embeds: mx.array, tokens) -> mx.array:
 
 
 def distribution_stats(ref_logits: mx.array, cand_logits: mx.array) -> dict:
-    """Top-1 agreement and KL(ref || cand) per row of two [n, V] logit arrays (float64 sums)."""
+    """Compare two [n, V] logit arrays row by row: ``top1_agreement``, ``mean_kl`` / ``max_kl``
+    (KL(ref || cand), nats) and ``ref_top1_rank_mean`` / ``_max`` (the rank of the reference's
+    top-1 token in the candidate's distribution, 0 = agreement: informative where distributions
+    are flat and top-1 flips on tiny logit changes, as with random synthetic weights)."""
     ref_lp = ref_logits.astype(mx.float32) - mx.logsumexp(ref_logits.astype(mx.float32), axis=-1, keepdims=True)
     cand_lp = cand_logits.astype(mx.float32) - mx.logsumexp(cand_logits.astype(mx.float32), axis=-1, keepdims=True)
     kl = mx.sum(mx.exp(ref_lp) * (ref_lp - cand_lp), axis=-1)
-    agree = mx.argmax(ref_logits, axis=-1) == mx.argmax(cand_logits, axis=-1)
-    mx.eval(kl, agree)
+    ref_top = mx.argmax(ref_logits, axis=-1)
+    agree = ref_top == mx.argmax(cand_logits, axis=-1)
+    # how many tokens the candidate scores above the reference's choice (0 = same top-1)
+    at_ref = mx.take_along_axis(cand_logits, ref_top[:, None], axis=-1)
+    rank = mx.sum(cand_logits > at_ref, axis=-1)
+    mx.eval(kl, agree, rank)
+    ranks = rank.tolist()
     kl_list = [max(0.0, float(v)) for v in kl.tolist()]  # rounding can give -1e-9
     n = len(kl_list)
     return {
@@ -65,6 +73,8 @@ def distribution_stats(ref_logits: mx.array, cand_logits: mx.array) -> dict:
         "mean_kl": math.fsum(kl_list) / n,
         "max_kl": max(kl_list),
         "n_tokens": n,
+        "ref_top1_rank_mean": sum(ranks) / n,
+        "ref_top1_rank_max": max(ranks),
     }
 
 

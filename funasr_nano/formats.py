@@ -5,6 +5,13 @@ times and texts, per-stage timings, or an error). Writers return strings; the CL
 where they go. Anything produced with synthetic (random) weights is labelled: a field in
 JSON, a ``NOTE`` block in VTT, and a leading ``NOTE`` paragraph in SRT (SRT has no comment
 syntax; players that follow the de-facto grammar skip text before the first cue number).
+
+JSON per file: ``file``, ``text``, ``text_tn``, ``duration`` (s), ``segments`` (``start``/``end`` in
+s, ``text``, ``stop_reason``, ``tokens``), ``timings`` (``<stage>_ms``; a file decoded in a batch
+with others gets the batch's stage times shared out in proportion to its seconds of audio, so
+the files' timings add up to the wall time), ``rtf``, ``stop_reasons``, ``repetition_stopped``,
+``batch_sizes`` and ``error`` (null, or the one-line message; failed files carry only ``file``
+and ``error``).
 """
 
 from __future__ import annotations

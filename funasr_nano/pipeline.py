@@ -16,6 +16,7 @@ from .config import ModelConfig, llm_dir
 from .model import FunASRNano
 from .prompt import Prompt, build_prompt, postprocess
 from .generate import greedy_decode, iter_decode, left_pad
+from .precision import check_finite
 from .qwen3 import KVCache, make_cache
 
 DTYPES = {"float32": mx.float32, "fp32": mx.float32, "bfloat16": mx.bfloat16, "bf16": mx.bfloat16,
@@ -99,8 +100,9 @@ class FunASRNanoASR:
         x = mx.array(feats)
         if x.ndim == 2:
             x = x[None]
-        return self.net.encode_audio(x.astype(self.audio_dtype),
-                                     None if lengths is None else mx.array(lengths))
+        out = self.net.encode_audio(x.astype(self.audio_dtype),
+                                    None if lengths is None else mx.array(lengths))
+        return check_finite(out, "encoder", self.preset)  # fp16 overflow -> NumericalOverflowError
 
     def adapt(self, enc: mx.array, lengths=None, truncate: bool = True) -> mx.array:
         """Encoder output -> adaptor output [B, T', D]. With `truncate` (unbatched only) it is
@@ -108,7 +110,7 @@ class FunASRNanoASR:
         out, _ = self.net.adapt(enc, None if lengths is None else mx.array(lengths))
         if truncate:
             out = out[:, : self.n_audio_tokens(enc.shape[1])]
-        return out
+        return check_finite(out, "adaptor", self.preset)
 
     def n_audio_tokens(self, t_lfr: int) -> int:
         return fe.num_audio_tokens(t_lfr, self.cfg.adaptor.use_low_frame_rate)
@@ -134,7 +136,9 @@ class FunASRNanoASR:
         pos = 0 if cache is None else cache[0].offset
         h = self.net.llm.hidden(embeds.astype(self.dtype), cache, positions=pos,
                                 mask="causal" if embeds.shape[1] > 1 else None)
-        return self.net.llm.logits(h if all_logits else h[:, -1])
+        logits = self.net.llm.logits(h if all_logits else h[:, -1])
+        check_finite(logits if logits.ndim == 2 else logits[:, -1], "logits", self.preset)  # last row: pad rows may be masked
+        return logits
 
     def decode_step(self, token, cache) -> mx.array:
         """Feed one token per row ([B] ids) at the cache's position; returns logits [B, V]."""

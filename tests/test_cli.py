@@ -161,6 +161,33 @@ def test_model_errors(capsys, tmp_path, tiny_ckpt, clips, damage, text):
     assert "error: cannot load model" in err and text in err, err
 
 
+def test_api_model_and_option_errors(tmp_path, tiny_ckpt):
+    """The Python API raises one clear exception naming the problem (the CLI maps these to 2/3)."""
+    import yaml
+
+    import funasr_nano
+    from funasr_nano.checkpoint import CheckpointError
+    from funasr_nano.config import ConfigError
+
+    with pytest.raises(CheckpointError, match="does-not-exist"):
+        funasr_nano.load(tmp_path / "does-not-exist")
+    d = _copy_ckpt(Path(tiny_ckpt), tmp_path / "c")
+    (d / "config.yaml").write_text("model: [unclosed\n")
+    with pytest.raises((ConfigError, yaml.YAMLError), match="config.yaml"):
+        funasr_nano.load(d)
+    shutil.copy(Path(tiny_ckpt) / "config.yaml", d / "config.yaml")
+    (d / "Qwen3-0.6B" / "tokenizer.json").unlink()
+    with pytest.raises((ConfigError, FileNotFoundError), match="tokenizer.json"):
+        funasr_nano.load(d)
+    with pytest.raises(ValueError, match="q17"):
+        funasr_nano.load(tiny_ckpt, preset="q17")
+    asr = funasr_nano.load(tiny_ckpt)
+    with pytest.raises(ValueError, match="unknown language 'klingon'"):
+        asr.transcribe(speech_like(0.5), language="klingon")
+    from funasr_nano.prompt import instruction
+    assert "auto" not in instruction(language="auto") and instruction(language=None) == instruction(language="auto")
+
+
 # ----- bad input files -> exit 1, the others still transcribed --------------------------------
 
 
@@ -389,6 +416,9 @@ def test_profile(capsys, clips):
     assert prof["stop_reasons"] == ["max_new_tokens"] * 3
     assert prof["peak_memory_mb"]["mlx_transcribe"] > 0
     assert set(prof["stages_ms"]) >= {"load", "frontend", "encoder", "adaptor", "prefill", "decode"}
+    code, out, _ = run(capsys, "profile", clips / "a.wav", *TINY, "--max-new-tokens", "2", "--json",
+                       "--preset", "bf16")
+    assert code == 0 and json.loads(out)["preset"] == "bf16"
     code, _, err = run(capsys, "profile", clips / "nope.wav", *TINY)
     assert code == cli.EXIT_FILES and "nope.wav: no such file" in err
 

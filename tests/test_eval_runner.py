@@ -204,6 +204,18 @@ def test_cli_errors_and_listing(capsys):
         assert name in listing
 
 
+def test_cli_bad_model_exit_code(tmp_path, capsys):
+    assert eval_cli.main(["--dataset", "smoke", "--model", str(tmp_path / "no-such-checkpoint")]) == 3
+    assert "cannot load model" in capsys.readouterr().err
+
+
+def test_mounted_as_top_level_eval_subcommand(capsys):
+    from funasr_nano import cli as top
+
+    assert top.main(["eval", "--list-datasets"]) == 0
+    assert "aishell1-test" in capsys.readouterr().out
+
+
 def test_cli_runs_standalone_as_module():
     r = subprocess.run([sys.executable, "-m", "funasr_nano.evaluation.cli", "--list-datasets"],
                        capture_output=True, text=True, timeout=120)

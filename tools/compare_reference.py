@@ -4,16 +4,39 @@ Both run the same checkpoint directory (default: the real-shaped synthetic model
 random weights), the same audio and the same pinned number of decoded tokens (EOS ignored in
 MLX; `min_new_tokens` in the reference's HF generate), in one process, after one warm-up each.
 
-    python tools/compare_reference.py --seconds 10 --tokens 40 [--preset fp32] [--torch-device cpu]
+    python tools/compare_reference.py --seconds 10 --tokens 40 [--preset fp32 ...] \
+        [--torch-device cpu|cuda] [--reference-dtype fp32 --reference-dtype bf16 ...] [--json F]
 
-Prints a Markdown table and writes JSON (--json). Needs torch + funasr (the `reference` extra).
+Columns, both sides measured the same way:
+
+* end-to-end: the whole call (audio samples in, text out), best of ``--repeats`` after a warm-up;
+  RTF = end-to-end / audio seconds, RTFx = 1 / RTF.
+* encoder+adaptor: MLX stage timings; reference: ``audio_encoder`` + ``audio_adaptor`` forwards
+  (synchronized, so the CUDA time is counted where it is spent).
+* prefill: MLX's prefill (prompt through the decoder + first token); reference: HF ``generate``
+  with 1 new token.
+* ms/token: the marginal cost of one decoded token. MLX: decode seconds / decode steps;
+  reference: (generate(N) - generate(1)) / (N - 1), the method of the asv suite.
+
+Reference precisions (``--reference-dtype``, repeatable, run in this order on one loaded model):
+``fp32`` (funasr's default inference; torch's default float32 matmul precision: no TF32),
+``tf32`` (fp32 with ``torch.backends.cuda.matmul.allow_tf32 = True``: MLX's CUDA backend runs float32
+GEMMs on TF32 tensor cores, so this is the like-for-like speed row on a GPU), ``bf16`` (funasr's own
+``llm_dtype="bf16"`` path: LLM cast to bfloat16 under autocast, audio encoder fp32; compare with the
+MLX preset ``bf16-llm``).
+
+``--require-gpu`` fails unless MLX's default device is the GPU (and torch sees CUDA when
+``--torch-device cuda``). Prints a Markdown table and writes JSON (``--json``). Needs torch + funasr
+(the `reference` extra) unless ``--no-reference``.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
+import platform
 import sys
 import time
 from pathlib import Path
@@ -23,6 +46,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
+
+REFERENCE_DTYPES = ("fp32", "tf32", "bf16")
 
 
 def synthetic_dir() -> Path:
@@ -35,13 +60,58 @@ def synthetic_dir() -> Path:
     return d
 
 
-def time_mlx(ckpt, wav, tokens, preset, repeats):
+def weights_label(ckpt: Path) -> str:
+    from funasr_nano.synthetic import MARKER, is_synthetic
+
+    if not is_synthetic(ckpt):
+        return f"weights: {ckpt}"
+    preset = "?"
+    for line in (ckpt / MARKER).read_text(encoding="utf-8").splitlines():
+        if line.startswith("preset:"):
+            preset = line.split(":", 1)[1].strip()
+    shapes = "real shapes" if preset == "real" else f"'{preset}' test shapes"
+    return f"synthetic weights (seeded random, {shapes})"
+
+
+def mlx_env() -> dict:
+    import mlx.core as mx
+
+    from funasr_nano.platform_info import backend_info
+
+    info = backend_info()
+    out = {"mlx_version": mx.__version__, "backend": info.get("backend"), "device": info.get("device"),
+           "device_name": info.get("device_name")}
+    if info.get("backend") == "cpu":
+        out["blas"] = info.get("blas")
+    return out
+
+
+def mlx_label(env: dict) -> str:
+    if env.get("backend") == "cpu":
+        return f"MLX {env['mlx_version']} (cpu, {env.get('blas', '?')} BLAS)"
+    name = env.get("device_name") or env.get("device")
+    return f"MLX {env['mlx_version']} ({env.get('backend')}, {name})"
+
+
+def _rates(row: dict, seconds: float) -> dict:
+    e2e = row["end_to_end_s"]
+    row["rtf"] = e2e / seconds
+    row["rtfx"] = seconds / e2e if e2e > 0 else float("nan")
+    mpt = row["ms_per_token"]
+    row["decode_tokens_per_s"] = 1000.0 / mpt if mpt == mpt and mpt > 0 else float("nan")
+    row["e2e_tokens_per_s"] = row["tokens"] / e2e if e2e > 0 else float("nan")
+    return row
+
+
+def time_mlx(ckpt, wav, tokens, preset, repeats, env):
     import mlx.core as mx
 
     import funasr_nano
-    from funasr_nano.platform_info import backend_info, blas_info
 
+    t0 = time.perf_counter()
     asr = funasr_nano.load(ckpt, preset=preset)
+    load_s = time.perf_counter() - t0
+    weights = int(mx.get_active_memory())
     asr.transcribe(wav, max_new_tokens=tokens, ignore_eos=True)  # warm-up
     runs = []
     for _ in range(repeats):
@@ -51,73 +121,169 @@ def time_mlx(ckpt, wav, tokens, preset, repeats):
         wall = time.perf_counter() - t0
         runs.append((wall, r, mx.get_peak_memory()))
     wall, r, peak = min(runs, key=lambda x: x[0])
-    info = backend_info()
-    return {
-        "impl": f"MLX {info.get('mlx_version', '')} ({info.get('backend', '?')}, {blas_info().get('blas', '?')} BLAS)",
+    row = {
+        "impl": mlx_label(env),
+        "side": "mlx",
         "precision": preset or "fp32",
+        "load_s": load_s,
         "end_to_end_s": wall,
-        "prefill_s": r.timings["prefill"],
+        "end_to_end_all_s": [x[0] for x in runs],
+        "frontend_s": r.timings["frontend"],
         "encoder_s": r.timings["encoder"] + r.timings["adaptor"],
+        "prefill_s": r.timings["prefill"],
         "ms_per_token": r.ms_per_token,
         "tokens": len(r.tokens),
+        "prompt_tokens": r.prompt_tokens,
         "peak_bytes": int(peak),
+        "weight_bytes": weights,
+        "token_ids": [int(t) for t in r.tokens],
     }
+    del asr, r, runs
+    gc.collect()
+    mx.clear_cache()
+    return _rates(row, len(wav) / 16000.0)
 
 
-def time_reference(ckpt, wav, tokens, device, repeats):
+def reference_rows(ckpt, wav, tokens, device, repeats, dtypes):
+    """Rows for the official PyTorch implementation, one per reference dtype (one loaded model)."""
     import torch
 
-    from reference_harness import _inference_kwargs, load_reference_model
+    from reference_harness import _inference_kwargs, fbank_backend, library_versions, load_reference_model
 
+    cuda = device.startswith("cuda")
+
+    def sync():
+        if cuda:
+            torch.cuda.synchronize()
+
+    t0 = time.perf_counter()
     model, tok, fe = load_reference_model(ckpt)
     model.to(device)
-    kw = _inference_kwargs(model, None, None, True, tokens, "")
-    kw["device"] = device
-    kw["llm_kwargs"] = {"min_new_tokens": tokens}
+    sync()
+    load_s = time.perf_counter() - t0
     audio = torch.from_numpy(wav.copy())
 
-    gen_times = []
-    orig = model.llm.generate
+    # generate() wall times and ids; encoder/adaptor forward times (synchronized)
+    gen_rec: list = []
+    stage_rec: dict = {"encoder": 0.0}
+    orig_gen = model.llm.generate
 
     def timed_generate(*a, **k):
-        t0 = time.perf_counter()
-        out = orig(*a, **k)
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        gen_times.append((time.perf_counter() - t0, out.shape[-1]))
+        sync()
+        t = time.perf_counter()
+        out = orig_gen(*a, **k)
+        sync()
+        gen_rec.append((time.perf_counter() - t, out))
         return out
 
+    def timed_forward(mod):
+        orig = mod.forward
+
+        def fwd(*a, **k):
+            sync()
+            t = time.perf_counter()
+            out = orig(*a, **k)
+            sync()
+            stage_rec["encoder"] += time.perf_counter() - t
+            return out
+
+        return fwd
+
     model.llm.generate = timed_generate
+    model.audio_encoder.forward = timed_forward(model.audio_encoder)
+    model.audio_adaptor.forward = timed_forward(model.audio_adaptor)
 
-    def run():
+    def run(kw):
+        gen_rec.clear()
+        stage_rec["encoder"] = 0.0
         with torch.no_grad():
-            if device.startswith("cuda"):
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            model.inference([audio], key=["x"], tokenizer=tok, frontend=fe, **kw)
-            if device.startswith("cuda"):
-                torch.cuda.synchronize()
-            return time.perf_counter() - t0
+            sync()
+            t = time.perf_counter()
+            res, _ = model.inference([audio], key=["x"], tokenizer=tok, frontend=fe, **kw)
+            sync()
+            wall = time.perf_counter() - t
+        g_s, ids = gen_rec[-1]
+        return wall, g_s, stage_rec["encoder"], ids, res
 
-    run()  # warm-up
-    best = min(run() for _ in range(repeats))
-    gen_s, n = gen_times[-1]
-    try:
-        import psutil
+    rows = []
+    for dtype in dtypes:
+        if dtype not in REFERENCE_DTYPES:
+            raise SystemExit(f"unknown --reference-dtype {dtype!r}; choose from {REFERENCE_DTYPES}")
+        prev_tf32 = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+        torch.backends.cuda.matmul.allow_tf32 = dtype == "tf32"
+        if dtype == "tf32":
+            torch.backends.cudnn.allow_tf32 = True
+        if dtype != "bf16" and model.llm.dtype != torch.float32:
+            raise RuntimeError("run the bf16 reference last: funasr casts the LLM to bf16 in place")
+        llm_dtype = "bf16" if dtype == "bf16" else "fp32"
 
-        peak = psutil.Process().memory_info().rss if not device.startswith("cuda") else torch.cuda.max_memory_allocated()
-    except Exception:
-        peak = 0
-    return {
-        "impl": f"PyTorch {torch.__version__} funasr reference ({device})",
-        "precision": "fp32",
-        "end_to_end_s": best,
-        "prefill_s": float("nan"),
-        "encoder_s": float("nan"),
-        "ms_per_token": 1000 * gen_s / max(n, 1),  # generate() incl. its prefill, per token
-        "tokens": int(n),
-        "peak_bytes": int(peak),
-    }
+        def kwargs(n):
+            kw = _inference_kwargs(model, None, None, True, n, "")
+            kw["device"] = device
+            kw["llm_dtype"] = llm_dtype  # read by funasr's inference_llm (casts the LLM, autocast)
+            kw["llm_kwargs"] = {"min_new_tokens": n}
+            return kw
+
+        kw_n, kw_1 = kwargs(tokens), kwargs(1)
+        run(kw_n)  # warm-up (also performs the bf16 cast)
+        run(kw_1)
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
+        full = [run(kw_n) for _ in range(repeats)]
+        one = [run(kw_1) for _ in range(repeats)]
+        best = min(full, key=lambda x: x[0])
+        g_n = min(x[1] for x in full)
+        g_1 = min(x[1] for x in one)
+        n = int(best[3].shape[-1])
+        if cuda:
+            peak = torch.cuda.max_memory_allocated()
+        else:
+            try:
+                import psutil
+
+                peak = psutil.Process().memory_info().rss
+            except Exception:
+                peak = 0
+        row = {
+            "impl": f"PyTorch {torch.__version__} funasr reference ({device}"
+                    + (f", {torch.cuda.get_device_name(0)}" if cuda else "") + ")",
+            "side": "reference",
+            "precision": dtype,
+            "load_s": load_s,
+            "end_to_end_s": best[0],
+            "end_to_end_all_s": [x[0] for x in full],
+            "frontend_s": float("nan"),
+            "encoder_s": best[2],
+            "prefill_s": g_1,
+            "generate_s": g_n,
+            "ms_per_token": 1000.0 * (g_n - g_1) / max(n - 1, 1),
+            "tokens": n,
+            "peak_bytes": int(peak),
+            "token_ids": [int(t) for t in best[3][0].tolist()],
+            "text": best[4][0].get("text", ""),
+            "tf32_matmul": bool(torch.backends.cuda.matmul.allow_tf32),
+            "tf32_cudnn": bool(torch.backends.cudnn.allow_tf32),
+        }
+        rows.append(_rates(row, len(wav) / 16000.0))
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = prev_tf32
+    env = {"torch": torch.__version__, "cuda_available": bool(torch.cuda.is_available()),
+           "device": device, "fbank_backend": fbank_backend(), "versions": library_versions(),
+           "threads": torch.get_num_threads()}
+    if cuda:
+        env["device_name"] = torch.cuda.get_device_name(0)
+        env["cuda"] = torch.version.cuda
+    del model
+    gc.collect()
+    if cuda:
+        torch.cuda.empty_cache()
+    return rows, env
+
+
+def _first_divergence(a: list, b: list) -> int | None:
+    for i, (x, y) in enumerate(zip(a, b)):
+        if x != y:
+            return i
+    return None if len(a) == len(b) else min(len(a), len(b))
 
 
 def main(argv=None) -> int:
@@ -127,33 +293,81 @@ def main(argv=None) -> int:
     ap.add_argument("--tokens", type=int, default=40)
     ap.add_argument("--preset", action="append", default=None, help="MLX precision preset(s)")
     ap.add_argument("--torch-device", default="cpu")
+    ap.add_argument("--reference-dtype", action="append", default=None,
+                    help="reference precision(s): fp32 (default), tf32, bf16; bf16 must come last")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--no-reference", action="store_true")
+    ap.add_argument("--require-gpu", action="store_true", help="fail unless MLX (and torch, on cuda) use the GPU")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
+    if args.tokens < 2:
+        ap.error("--tokens must be >= 2 (ms/token is a difference of two lengths)")
+    ref_dtypes = args.reference_dtype or ["fp32"]
+    if "bf16" in ref_dtypes and ref_dtypes.index("bf16") != len(ref_dtypes) - 1:
+        ap.error("--reference-dtype bf16 must be the last one (funasr casts the LLM in place)")
 
-    from funasr_nano.synthetic import is_synthetic
+    import mlx.core as mx
+
     from funasr_nano.test_audio import speech_like
+
+    env = mlx_env()
+    print(f"[compare] MLX {env['mlx_version']} default device {mx.default_device()} ({env.get('device_name')})",
+          flush=True)
+    if args.require_gpu:
+        if mx.default_device().type != mx.gpu:
+            raise SystemExit(f"--require-gpu: MLX's default device is {mx.default_device()}, not the GPU")
+        if not args.no_reference and args.torch_device.startswith("cuda"):
+            import torch
+
+            if not torch.cuda.is_available():
+                raise SystemExit("--require-gpu: torch.cuda.is_available() is False")
 
     ckpt = Path(args.model) if args.model else synthetic_dir()
     wav = speech_like(args.seconds, 0)
-    rows = [time_mlx(ckpt, wav, args.tokens, p, args.repeats) for p in (args.preset or ["fp32"])]
+    rows = []
+    for p in args.preset or ["fp32"]:
+        t = time.perf_counter()
+        rows.append(time_mlx(ckpt, wav, args.tokens, p, args.repeats, env))
+        print(f"[compare] MLX {p}: {time.perf_counter() - t:.1f} s", flush=True)
+    ref_env = None
     if not args.no_reference:
-        rows.append(time_reference(ckpt, wav, args.tokens, args.torch_device, args.repeats))
-    label = "synthetic weights (seeded random, real shapes)" if is_synthetic(ckpt) else f"weights: {ckpt}"
-    print(f"\n{args.seconds:g} s audio, {args.tokens} pinned tokens, {label}\n")
-    print("| implementation | precision | end-to-end s | RTF | encoder+adaptor s | prefill s | ms/token | peak MB |")
-    print("|---|---|---|---|---|---|---|---|")
+        t = time.perf_counter()
+        ref_rows, ref_env = reference_rows(ckpt, wav, args.tokens, args.torch_device, args.repeats, ref_dtypes)
+        rows += ref_rows
+        print(f"[compare] reference {ref_dtypes}: {time.perf_counter() - t:.1f} s", flush=True)
+
+    ref_fp32 = next((r for r in rows if r["side"] == "reference" and r["precision"] == "fp32"), None)
     for r in rows:
-        print(f"| {r['impl']} | {r['precision']} | {r['end_to_end_s']:.2f} | {r['end_to_end_s'] / args.seconds:.3f} "
-              f"| {r['encoder_s']:.2f} | {r['prefill_s']:.2f} | {r['ms_per_token']:.1f} | {r['peak_bytes'] / 1e6:.0f} |")
-    if not args.no_reference:
-        ref = rows[-1]["end_to_end_s"]
-        for r in rows[:-1]:
-            print(f"\n{r['precision']}: MLX end-to-end is {ref / r['end_to_end_s']:.2f}x the reference's speed")
+        if ref_fp32 is not None and r is not ref_fp32:
+            r["first_divergence_vs_reference_fp32"] = _first_divergence(r["token_ids"], ref_fp32["token_ids"])
+
+    label = weights_label(ckpt)
+    print(f"\n{args.seconds:g} s audio, {args.tokens} pinned tokens, {label}\n")
+    print("| implementation | precision | end-to-end s | RTF | RTFx | encoder+adaptor ms | prefill ms | ms/token "
+          "| tokens/s | peak MB |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['impl']} | {r['precision']} | {r['end_to_end_s']:.3f} | {r['rtf']:.4f} | {r['rtfx']:.1f} "
+              f"| {1000 * r['encoder_s']:.1f} | {1000 * r['prefill_s']:.1f} | {r['ms_per_token']:.2f} "
+              f"| {r['decode_tokens_per_s']:.1f} | {r['peak_bytes'] / 1e6:.0f} |")
+    refs = [r for r in rows if r["side"] == "reference"]
+    if refs:
+        print()
+        for ref in refs:
+            for r in rows:
+                if r["side"] == "mlx":
+                    print(f"MLX {r['precision']} vs reference {ref['precision']}: end-to-end "
+                          f"{ref['end_to_end_s'] / r['end_to_end_s']:.2f}x, per token "
+                          f"{ref['ms_per_token'] / r['ms_per_token']:.2f}x the reference's speed")
+    if ref_fp32 is not None:
+        div = {r["precision"] + "/" + r["side"]: r.get("first_divergence_vs_reference_fp32") for r in rows
+               if r is not ref_fp32}
+        print(f"\nfirst token index differing from reference fp32 (None = all {args.tokens} equal): {div}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"seconds": args.seconds, "tokens": args.tokens, "weights": label,
-                                               "rows": rows}, indent=2))
+        Path(args.json).write_text(json.dumps({
+            "seconds": args.seconds, "tokens": args.tokens, "weights": label, "checkpoint": str(ckpt),
+            "mlx": env, "reference": ref_env, "host": {"platform": platform.platform(), "cpu_count": os.cpu_count()},
+            "rows": rows}, indent=2, default=float))
     return 0
 
 

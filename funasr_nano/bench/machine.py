@@ -232,7 +232,7 @@ def blas_label(info: dict, backend: str) -> str:
         return "accelerate"
     if backend not in ("cpu", "unknown", ""):
         return "n/a"
-    for key in ("kind", "name", "library", "vendor"):
+    for key in ("blas", "kind", "name", "library", "vendor"):
         v = info.get(key)
         if v:
             s = str(v).lower()

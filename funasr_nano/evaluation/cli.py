@@ -14,6 +14,7 @@ import sys
 
 DEFAULT_MODEL = "FunAudioLLM/Fun-ASR-Nano-2512"
 DEFAULT_OUTPUT_DIR = "eval_results"
+EXIT_USAGE, EXIT_DATA, EXIT_MODEL = 2, 2, 3  # as the top-level CLI: 2 usage/data, 3 model
 
 
 def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -36,8 +37,9 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     d.add_argument("--revision", default=None, help="hub dataset revision (overrides the config's)")
 
     m = p.add_argument_group("model")
-    m.add_argument("--model", default=DEFAULT_MODEL,
-                   help=f"checkpoint directory or Hugging Face repo id (default: {DEFAULT_MODEL})")
+    m.add_argument("--model", "-m", default=None,
+                   help=f"checkpoint directory or Hugging Face repo id (default: $FUNASR_NANO_MODEL or "
+                        f"{DEFAULT_MODEL})")
     m.add_argument("--synthetic", nargs="?", const="tiny", choices=("tiny", "real"), default=None,
                    help="use a seeded synthetic checkpoint instead of --model (shape 'tiny' by default, or "
                         "'real'); error rates are then meaningless")
@@ -63,23 +65,44 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def _synthetic_dir(shape: str, seed: int, cache_dir=None):
+    """The seeded synthetic checkpoint ``<cache>/synthetic-<shape>-seed<seed>``, written once (the same
+    folder the top-level CLI's ``--synthetic`` uses)."""
+    import os
+    import shutil
     from pathlib import Path
 
     from ..checkpoint import default_cache_root
     from ..synthetic import MARKER, write_synthetic_checkpoint
 
+    if cache_dir is None:
+        try:
+            from ..cli import ensure_synthetic  # the top-level CLI's writer, when present
+        except ImportError:
+            ensure_synthetic = None
+        if ensure_synthetic is not None:
+            return ensure_synthetic(shape, seed)
     root = Path(cache_dir).expanduser() if cache_dir else default_cache_root()
     out = root / f"synthetic-{shape}-seed{seed}"
     if not ((out / MARKER).is_file() and (out / "model.pt").is_file()):
         print(f"writing a synthetic '{shape}' checkpoint (seed {seed}) to {out} ...", file=sys.stderr)
-        write_synthetic_checkpoint(out, preset=shape, seed=seed)
+        tmp = root / f".{out.name}.tmp-{os.getpid()}"
+        try:
+            write_synthetic_checkpoint(tmp, preset=shape, seed=seed)
+            if out.exists():
+                shutil.rmtree(out)
+            os.replace(tmp, out)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 
 def load_model(args):
+    import os
+
     import funasr_nano
 
-    src = _synthetic_dir(args.synthetic, args.seed, args.cache_dir) if args.synthetic else args.model
+    src = (_synthetic_dir(args.synthetic, args.seed, args.cache_dir) if args.synthetic
+           else args.model or os.environ.get("FUNASR_NANO_MODEL") or DEFAULT_MODEL)
     kw = {k: v for k, v in (("dtype", args.dtype), ("audio_dtype", args.audio_dtype),
                             ("cache_dir", args.cache_dir), ("preset", args.preset)) if v is not None}
     return funasr_nano.load(src, **kw)
@@ -101,8 +124,15 @@ def run(args) -> int:
         load_config(args.dataset)  # fail on a bad name before loading the model
     except DatasetConfigError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
-    asr = load_model(args)
+        return EXIT_USAGE
+    try:
+        asr = load_model(args)
+    except ImportError as e:  # e.g. the eval extra or a model module missing
+        print(f"error: cannot load the model: {e}", file=sys.stderr)
+        return EXIT_MODEL
+    except (OSError, ValueError, MemoryError) as e:  # CheckpointError / ConfigError are ValueErrors
+        print(f"error: cannot load model {args.model or 'synthetic'}: {type(e).__name__}: {e}", file=sys.stderr)
+        return EXIT_MODEL
     from .runner import evaluate
 
     try:
@@ -113,7 +143,7 @@ def run(args) -> int:
                        data_files=args.data_files, revision=args.revision)
     except (DatasetConfigError, DatasetLoadError) as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_DATA
     if args.json:
         print(json.dumps(res.to_dict(), ensure_ascii=False, indent=2))
         print(res.summary(), file=sys.stderr)

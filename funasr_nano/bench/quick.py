@@ -1,0 +1,502 @@
+"""Quick benchmark suite runner and regression check: ``funasr-nano bench``.
+
+``funasr-nano bench`` (the quick suite)
+    1. checks the asv version against ``asv.conf.json`` (``asv_version``: 0.6.6);
+    2. on Linux, preloads OpenBLAS for the benchmark processes when MLX would otherwise use the
+       reference BLAS and OpenBLAS is installed (``--no-openblas`` to keep what is there);
+    3. fingerprints the machine in a child process with that environment and writes asv's machine
+       file (``funasr-nano machine``), so the results go to ``results/<hardware-name>/``;
+    4. writes the synthetic real-shaped checkpoint once (unless ``$FUNASR_NANO_MODEL`` names a real
+       one) and converts it to the safetensors cache, so no benchmark pays for it;
+    5. runs ``asv run -E existing:<this python> --set-commit-hash HEAD`` on the quick selection of
+       the grid (``QUICK``; ``--full`` runs everything), appends a run record to
+       ``results/<machine>/runs.jsonl``;
+    6. ``asv publish`` (HTML in ``.asv/html``) and ``funasr-nano report`` (Markdown table and
+       charts in ``results/report``); prints the table and where the charts are.
+
+``funasr-nano bench compare [--baseline REV]`` (regression check)
+    Runs the regression sentinels (``SENTINELS``: asv-sampled timings of the decode loop, end to
+    end, the decode step and the encoder) for the *working tree* in a scratch results directory
+    (``.asv/regress``), puts the stored baseline result file of ``REV`` (default: the newest
+    stored result of this machine) beside it, and runs ``asv compare baseline worktree``: asv's own
+    comparison (ratio above ``--factor`` and statistically different: Mann-Whitney U on the raw
+    samples, else 99 % CI overlap). Exits 1 when something got slower.
+
+Everything runs in the current environment (``-E existing``): the package must be installed
+(``pip install -e .[bench]``; ``scripts/quick_bench.sh`` does it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from . import machine as machine_mod
+
+ASV_VERSION = "0.6.6"
+OPENBLAS_CANDIDATES = (
+    "/usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.so.0",
+    "/usr/lib/aarch64-linux-gnu/openblas-pthread/libopenblas.so.0",
+    "/usr/lib/x86_64-linux-gnu/libopenblas.so.0",
+    "/usr/lib/aarch64-linux-gnu/libopenblas.so.0",
+    "/usr/lib64/libopenblas.so.0",
+    "/usr/lib64/libopenblasp.so.0",
+    "/usr/lib/libopenblas.so.0",
+)
+
+# The quick selection of the grid (benchmark, *params). Params are the grid values; the asv
+# selector regex is built from their repr, as asv names parameter combinations.
+QUICK = [
+    ("meta.Context.track_synthetic_weights",),
+    ("meta.Context.track_reference_blas",),
+    ("meta.Load.time_load", "fp32"),
+    # end to end: presets at 5 s, plus the batch and length axes for fp32
+    ("e2e.Transcribe.track_rtf", "fp32", 1, 5),
+    ("e2e.Transcribe.track_rtf", "q8", 1, 5),
+    ("e2e.Transcribe.track_rtf", "q4", 1, 5),
+    ("e2e.Transcribe.track_rtf", "fp32", 4, 5),
+    ("e2e.Transcribe.track_rtf", "fp32", 1, 10),
+    # prefill and decode rates
+    ("decode.Decode.track_ms_per_token", "fp32", 1, 5),
+    ("decode.Decode.track_ms_per_token", "q4", 1, 5),
+    ("decode.Prefill.track_ms_per_prompt_token", "fp32", 1, 5),
+    # memory
+    ("memory.Memory.track_peak_bytes", "fp32", 1, 5),
+    ("memory.Memory.track_peak_bytes", "q8", 1, 5),
+    ("memory.Memory.track_peak_bytes", "q4", 1, 5),
+    ("memory.Weights.track_weight_bytes", "fp32"),
+    ("memory.Weights.track_weight_bytes", "q4"),
+    # fidelity of the quantized presets (fp32 is the reference: 0 by definition)
+    ("fidelity.Fidelity.track_top1_disagreement", "q8", 5),
+    ("fidelity.Fidelity.track_top1_disagreement", "q4", 5),
+    ("fidelity.Fidelity.track_mean_kl", "q4", 5),
+    # per-stage breakdown
+    ("stages.Frontend.time_frontend", "fp32", 1, 5),
+    ("stages.Encoder.time_encoder", "fp32", 1, 5),
+    ("stages.Adaptor.time_adaptor", "fp32", 1, 5),
+    ("stages.Prefill.time_prefill", "fp32", 1, 5),
+    ("stages.DecodeStep.time_decode_step", "fp32", 1, 5),
+]
+# asv-sampled timings (several samples each, so `asv compare` can test significance). They are
+# part of the quick suite too, so every stored run is a baseline for `bench compare`.
+SENTINELS = [
+    ("decode.Decode.time_generate", "fp32", 1, 5),
+    ("e2e.Transcribe.time_transcribe", "fp32", 1, 5),
+]
+QUICK += SENTINELS
+REGRESS_EXTRA = [
+    ("stages.DecodeStep.time_decode_step", "fp32", 1, 5),
+    ("stages.Encoder.time_encoder", "fp32", 1, 5),
+]
+
+
+def selector(bench: str, *params) -> str:
+    """asv ``-b`` regex selecting exactly one benchmark (and one parameter combination)."""
+    if not params:
+        return "^" + re.escape(bench) + "$"
+    return "^" + re.escape(bench) + re.escape("(" + ", ".join(repr(p) for p in params) + ")") + "$"
+
+
+def selectors(entries) -> list[str]:
+    return [selector(*e) for e in entries]
+
+
+# ----- environment -----------------------------------------------------------------------------------------
+def repo_root(start=None) -> Path:
+    """The directory holding asv.conf.json (searched upward from ``start`` / cwd / this package)."""
+    starts = [Path(start) if start else Path.cwd(), Path(__file__).resolve().parents[2]]
+    for s in starts:
+        for d in [s, *s.parents]:
+            if (d / "asv.conf.json").is_file() and (d / "benchmarks").is_dir():
+                return d
+    raise FileNotFoundError("asv.conf.json not found: run from the funasr-nano-mlx checkout")
+
+
+def read_conf(root: Path) -> dict:
+    text = (root / "asv.conf.json").read_text(encoding="utf-8")
+    text = re.sub(r"^\s*//.*$", "", text, flags=re.M)  # JSONC: whole-line comments only
+    return json.loads(text)
+
+
+def asv_version() -> str | None:
+    try:
+        from importlib.metadata import version
+
+        return version("asv")
+    except Exception:
+        return None
+
+
+def check_asv(conf: dict, any_asv: bool = False) -> str:
+    want = conf.get("asv_version", ASV_VERSION)
+    have = asv_version()
+    if have is None:
+        raise RuntimeError(f"asv is not installed: pip install 'asv=={want}' (or pip install -e .[bench])")
+    if have != want and not any_asv:
+        raise RuntimeError(f"asv {have} is installed but the suite is written for asv {want} "
+                           f"(pip install 'asv=={want}'; --any-asv to run anyway)")
+    return have
+
+
+def openblas_path() -> str | None:
+    for p in OPENBLAS_CANDIDATES:
+        if os.path.exists(p):
+            return p
+    return None
+
+
+def bench_env(use_openblas: bool = True, quick: bool = True, extra: dict | None = None) -> tuple[dict, str]:
+    """Environment for the benchmark processes, and a note on the BLAS choice."""
+    env = dict(os.environ)
+    note = ""
+    if platform.system() == "Linux" and use_openblas:
+        pre = env.get("LD_PRELOAD", "")
+        if "openblas" in pre:
+            note = f"OpenBLAS already preloaded ({pre})"
+        else:
+            lib = openblas_path()
+            if lib:
+                env["LD_PRELOAD"] = (lib + " " + pre).strip()
+                note = f"preloading OpenBLAS for MLX: LD_PRELOAD={lib}"
+            else:
+                note = ("OpenBLAS not found: MLX will use its bundled reference BLAS (slow GEMMs). "
+                        "Install it: apt-get install -y libopenblas0-pthread")
+    if quick:
+        env.setdefault("FUNASR_NANO_BENCH_REPEAT", "1")
+    env.update(extra or {})
+    return env, note
+
+
+def child_fingerprint(env: dict, name: str | None = None, python: str | None = None) -> dict:
+    cmd = [python or sys.executable, "-m", "funasr_nano.bench.machine", "--json", "--no-write"]
+    if name:
+        cmd += ["--machine", name]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)
+
+
+def git(root: Path, *args) -> str:
+    return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def head_commit(root: Path) -> tuple[str | None, bool]:
+    try:
+        head = git(root, "rev-parse", "HEAD")
+    except (subprocess.CalledProcessError, FileNotFoundError):
+        return None, False
+    try:
+        dirty = bool(git(root, "status", "--porcelain", "--untracked-files=no"))
+    except subprocess.CalledProcessError:
+        dirty = False
+    return head, dirty
+
+
+def prepare_checkpoint(root: Path, env: dict, python: str | None = None) -> dict:
+    """Write the synthetic checkpoint (if needed) and convert it, in a child with the bench env."""
+    code = (
+        "import json, sys, time\n"
+        f"sys.path.insert(0, {str(root)!r})\n"
+        "from benchmarks import common as c\n"
+        "t0 = time.perf_counter(); ck = c.checkpoint(); t1 = time.perf_counter()\n"
+        "import funasr_nano\n"
+        "asr = funasr_nano.load(ck); t2 = time.perf_counter()\n"
+        "print(json.dumps({'checkpoint': ck, 'synthetic': bool(asr.synthetic), "
+        "'synthetic_preset': c.synthetic_preset() if asr.synthetic else None, "
+        "'prepare_s': round(t1 - t0, 1), 'first_load_s': round(t2 - t1, 1)}))\n"
+    )
+    out = subprocess.run([python or sys.executable, "-c", code], cwd=root, env=env, capture_output=True,
+                         text=True)
+    if out.returncode != 0:
+        sys.stderr.write(out.stderr)
+        raise RuntimeError("could not prepare the benchmark checkpoint (see above)")
+    sys.stderr.write(out.stderr)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def run_asv(args: list[str], root: Path, env: dict, echo: bool = True) -> int:
+    cmd = [sys.executable, "-m", "asv", *args]
+    if echo:
+        print("$ " + " ".join(_quote(a) for a in cmd), flush=True)
+    return subprocess.run(cmd, cwd=root, env=env).returncode
+
+
+def _quote(a: str) -> str:
+    return a if re.fullmatch(r"[\w@%+=:,./-]+", a) else "'" + a.replace("'", "'\\''") + "'"
+
+
+def _versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in ("mlx", "mlx-cpu", "mlx-metal", "mlx-cuda-12", "mlx-cuda-13", "numpy", "asv", "asv_runner",
+                "funasr-nano-mlx"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def append_run_record(results_dir: Path, machine: str, record: dict) -> Path:
+    d = results_dir / machine
+    d.mkdir(parents=True, exist_ok=True)
+    path = d / "runs.jsonl"
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record, sort_keys=True) + "\n")
+    return path
+
+
+# ----- the quick suite -------------------------------------------------------------------------------------
+def cmd_run(args) -> int:
+    t_start = time.perf_counter()
+    root = repo_root()
+    conf = read_conf(root)
+    try:
+        asv_ver = check_asv(conf, args.any_asv)
+    except RuntimeError as e:
+        print(f"funasr-nano bench: error: {e}", file=sys.stderr)
+        return 4
+    quick = not args.full
+    env, note = bench_env(not args.no_openblas, quick)
+    if note:
+        print(f"[bench] {note}", flush=True)
+    python = args.python or sys.executable
+
+    fp = child_fingerprint(env, args.machine, python)
+    name = fp["machine"]
+    machine_mod.write_machine_file(fp)  # asv reads only ~/.asv-machine.json
+    print("[bench] " + machine_mod.describe(fp).replace("\n", "\n[bench] "), flush=True)
+
+    t0 = time.perf_counter()
+    ck = prepare_checkpoint(root, env, python)
+    print(f"[bench] checkpoint {ck['checkpoint']} ({'SYNTHETIC weights' if ck['synthetic'] else 'real weights'}); "
+          f"prepared in {time.perf_counter() - t0:.0f} s", flush=True)
+
+    head, dirty = head_commit(root)
+    dry = args.dry_run
+    if head is None and not dry:
+        print("[bench] not a git checkout with a commit: running with --dry-run (nothing is saved)", flush=True)
+        dry = True
+    if ck.get("synthetic_preset") not in (None, "real") and not dry:
+        print("[bench] tiny synthetic model: running with --dry-run (such numbers must not be stored)", flush=True)
+        dry = True
+
+    asv_args = ["run", "-E", f"existing:{python}", "--machine", name, "--show-stderr", "--launch-method", "spawn"]
+    if not dry:
+        asv_args += ["--set-commit-hash", head, "--record-samples"]
+    else:
+        asv_args += ["--dry-run"]
+    if args.asv_quick:
+        asv_args += ["--quick"]
+    if args.only:
+        sel = list(args.only)
+    else:
+        sel = ([] if args.full else selectors(QUICK)) + list(args.bench or [])
+    for s in sel:
+        asv_args += ["-b", s]
+    asv_args += args.asv_arg or []
+    t_asv = time.perf_counter()
+    rc = run_asv(asv_args, root, env)
+    asv_s = time.perf_counter() - t_asv
+
+    results_dir = root / conf.get("results_dir", "results")
+    wall = time.perf_counter() - t_start
+    if not dry:
+        rec = {
+            "commit": head, "dirty": dirty, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "mode": "full" if args.full else "quick", "machine": name,
+            "checkpoint": ck["checkpoint"] if not ck["synthetic"] else "synthetic-real-seed0",
+            "synthetic": ck["synthetic"], "tokens_per_second": 4,
+            "blas": fp.get("blas"), "ld_preload": env.get("LD_PRELOAD", ""), "backend": fp.get("backend"),
+            "versions": _versions(), "asv": asv_ver, "python": platform.python_version(),
+            "asv_rc": rc, "asv_seconds": round(asv_s, 1), "wall_seconds": round(wall, 1),
+            "selection": "full grid" if args.full else f"{len(sel)} selectors (funasr_nano.bench.quick.QUICK)",
+        }
+        append_run_record(results_dir, name, rec)
+        if dirty:
+            print("[bench] note: the working tree has uncommitted changes; results are filed under HEAD "
+                  f"{head[:8]} (runs.jsonl records dirty=true)", flush=True)
+
+    if not dry and not args.no_publish:
+        run_asv(["publish"], root, env, echo=True)
+    if not dry and not args.no_report:
+        from .report import build_report
+
+        rep = build_report(results_dir, args.report_dir or (results_dir / "report"), machines=[name])
+        print()
+        print(rep["markdown"])
+        print(f"[bench] table:  {rep['table']}")
+        for c in rep["charts"]:
+            print(f"[bench] chart:  {c}")
+        if not args.no_publish:
+            print(f"[bench] html:   {root / conf.get('html_dir', '.asv/html')}/index.html  (asv preview)")
+    wall = time.perf_counter() - t_start
+    print(f"[bench] done in {wall / 60:.1f} min (asv {asv_s / 60:.1f} min); asv exit status {rc}", flush=True)
+    return 0 if rc == 0 else 1
+
+
+# ----- regression check ------------------------------------------------------------------------------------
+def _result_files(results_dir: Path, machine: str) -> list[Path]:
+    d = results_dir / machine
+    return sorted(p for p in d.glob("*.json") if p.name not in ("machine.json", "benchmarks.json"))
+
+
+def find_baseline(results_dir: Path, machine: str, root: Path, rev: str | None, needed) -> Path:
+    files = _result_files(results_dir, machine)
+    if not files:
+        raise FileNotFoundError(f"no stored results for machine {machine!r} in {results_dir}")
+    if rev:
+        try:
+            full = git(root, "rev-parse", rev + "^{commit}")
+        except subprocess.CalledProcessError:
+            full = rev
+        hits = [p for p in files if full.startswith(p.name.split("-")[0]) or p.name.startswith(rev)]
+        if not hits:
+            raise FileNotFoundError(f"no stored results of {rev} for machine {machine!r}")
+        return max(hits, key=lambda p: p.stat().st_mtime)
+
+    def score(p):
+        d = json.loads(p.read_text())
+        res = d.get("results", {})
+        has = sum(1 for b in needed if b in res)
+        started = max((v[3] for v in res.values() if isinstance(v, list) and len(v) > 3 and v[3]), default=0)
+        return has, started
+
+    return max(files, key=score)
+
+
+def scratch_conf(root: Path, conf: dict, scratch: Path) -> Path:
+    c = dict(conf)
+    c.update({"repo": str(root), "benchmark_dir": str(root / conf.get("benchmark_dir", "benchmarks")),
+              "results_dir": str(scratch / "results"), "html_dir": str(scratch / "html"),
+              "env_dir": str(root / conf.get("env_dir", ".asv/env"))})
+    path = scratch / "asv.conf.json"
+    path.write_text(json.dumps(c, indent=2), encoding="utf-8")
+    return path
+
+
+def _relabel(path: Path, label: str, dest_dir: Path) -> Path:
+    d = json.loads(path.read_text())
+    env = d.get("env_name", "env")
+    d["commit_hash"] = label
+    out = dest_dir / f"{label}-{env}.json"
+    out.write_text(json.dumps(d), encoding="utf-8")
+    return out
+
+
+def cmd_compare(args) -> int:
+    root = repo_root()
+    conf = read_conf(root)
+    try:
+        check_asv(conf, args.any_asv)
+    except RuntimeError as e:
+        print(f"funasr-nano bench compare: error: {e}", file=sys.stderr)
+        return 4
+    env, note = bench_env(not args.no_openblas, quick=False)
+    if note:
+        print(f"[compare] {note}", flush=True)
+    python = args.python or sys.executable
+    fp = child_fingerprint(env, args.machine, python)
+    name = fp["machine"]
+    machine_mod.write_machine_file(fp)  # asv reads only ~/.asv-machine.json
+    results_dir = root / conf.get("results_dir", "results")
+    entries = SENTINELS + REGRESS_EXTRA
+    bench_names = sorted({e[0] for e in entries})
+    base = find_baseline(results_dir, name, root, args.baseline, bench_names)
+    print(f"[compare] machine {name}; baseline {base.relative_to(root)}", flush=True)
+
+    scratch = root / ".asv" / "regress"
+    if scratch.exists():
+        shutil.rmtree(scratch)
+    (scratch / "results").mkdir(parents=True)
+    cpath = scratch_conf(root, conf, scratch)
+    prepare_checkpoint(root, env, python)
+    head, _ = head_commit(root)
+    sel = args.bench or selectors(entries)
+    asv_args = ["run", "--config", str(cpath), "-E", f"existing:{python}", "--machine", name,
+                "--set-commit-hash", head, "--record-samples", "--show-stderr", "--launch-method", "spawn"]
+    for s in sel:
+        asv_args += ["-b", s]
+    rc = run_asv(asv_args, root, env)
+    mdir = scratch / "results" / name
+    new = _result_files(scratch / "results", name)
+    if not new:
+        print("[compare] error: the working-tree run produced no results", file=sys.stderr)
+        return 2
+    for p in new:
+        _relabel(p, "worktree", mdir)
+        p.unlink()
+    _relabel(base, "baseline", mdir)
+    if not (scratch / "results" / "benchmarks.json").exists() and (results_dir / "benchmarks.json").exists():
+        shutil.copy(results_dir / "benchmarks.json", scratch / "results" / "benchmarks.json")
+    cmp_args = ["compare", "--config", str(cpath), "--machine", name, "--factor", str(args.factor),
+                "--split", "baseline", "worktree"]
+    if args.only_changed:
+        cmp_args.insert(-2, "--only-changed")
+    cmd = [sys.executable, "-m", "asv", *cmp_args]
+    print("$ " + " ".join(_quote(a) for a in cmd), flush=True)
+    out = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True)
+    sys.stdout.write(out.stdout)
+    sys.stderr.write(out.stderr)
+    worse = [line for line in out.stdout.splitlines() if line.lstrip().startswith(("+", "!"))]
+    if out.returncode not in (0, 1):
+        return 2
+    if worse:
+        print(f"[compare] REGRESSION: {len(worse)} benchmark(s) slower than the baseline by more than "
+              f"x{args.factor} and statistically different (or newly failing)", flush=True)
+        return 1
+    print(f"[compare] no regression beyond x{args.factor} (asv run exit status {rc})", flush=True)
+    return 0 if rc == 0 else 2
+
+
+# ----- CLI ---------------------------------------------------------------------------------------------
+def _common(p):
+    p.add_argument("--machine", default=None, help="machine name (default: derived from the hardware)")
+    p.add_argument("--python", default=None, help="interpreter of the existing environment (default: this one)")
+    p.add_argument("--no-openblas", action="store_true", help="do not preload OpenBLAS on Linux")
+    p.add_argument("--any-asv", action="store_true", help="accept an asv version other than asv.conf.json's")
+
+
+def build_parser():
+    p = argparse.ArgumentParser(prog="funasr-nano bench",
+                                description="Quick asv benchmark suite (default) or regression check (compare).")
+    sub = p.add_subparsers(dest="cmd")
+    r = sub.add_parser("run", help="run the quick suite (default)")
+    c = sub.add_parser("compare", help="regression check: working tree vs a stored baseline (asv compare)")
+    for q in (p, r):
+        _common(q)
+        q.add_argument("--full", action="store_true", help="the whole grid instead of the quick selection (hours on a CPU)")
+        q.add_argument("--dry-run", action="store_true", help="asv --dry-run: run but save nothing")
+        q.add_argument("--asv-quick", action="store_true", help="pass --quick to asv (one sample per benchmark)")
+        q.add_argument("--bench", "-b", action="append", help="extra asv -b regex (added to the selection)")
+        q.add_argument("--only", action="append", help="asv -b regex replacing the selection")
+        q.add_argument("--asv-arg", action="append", help="extra argument passed to asv run (repeatable)")
+        q.add_argument("--no-publish", action="store_true", help="skip asv publish")
+        q.add_argument("--no-report", action="store_true", help="skip the Markdown table and charts")
+        q.add_argument("--report-dir", default=None, help="report output (default results/report)")
+    _common(c)
+    c.add_argument("--baseline", default=None, help="commit whose stored results are the baseline (default: newest)")
+    c.add_argument("--factor", type=float, default=1.1, help="slowdown ratio that counts (default 1.1, asv's)")
+    c.add_argument("--bench", "-b", action="append", help="asv -b regex replacing the sentinel selection")
+    c.add_argument("--only-changed", action="store_true", help="print only changed benchmarks")
+    return p
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    if args.cmd == "compare":
+        return cmd_compare(args)
+    return cmd_run(args)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
