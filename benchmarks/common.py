@@ -33,7 +33,10 @@ import time
 from pathlib import Path
 
 # ----- the grid ---------------------------------------------------------------------------------------
-PRESETS = ["fp32", "bf16", "q8", "q4"]
+# A pinned copy of funasr_nano.precision.PRESETS (history needs a fixed grid): the float
+# precisions, MLX affine 8/4-bit (group 64, everything quantized, fp32 compute), and 4-bit LLM
+# with a bf16 audio path.
+PRESETS = ["fp32", "bf16", "fp16", "q8", "q4", "q4-llm+bf16-audio"]
 BATCH_SIZES = [1, 4]
 AUDIO_SECONDS = [5, 10, 30]
 TOKENS_PER_SECOND = 4

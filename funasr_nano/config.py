@@ -189,13 +189,21 @@ class ModelConfig:
         yaml_path = ckpt_dir / "config.yaml"
         if not yaml_path.is_file():
             raise ConfigError(f"{yaml_path} not found: a Fun-ASR-Nano checkpoint directory holds config.yaml")
-        with open(yaml_path, encoding="utf-8") as f:
-            funasr_cfg = yaml.safe_load(f) or {}
+        try:
+            with open(yaml_path, encoding="utf-8") as f:
+                funasr_cfg = yaml.safe_load(f) or {}
+        except (yaml.YAMLError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{yaml_path} is not valid YAML: {e}") from e
+        if not isinstance(funasr_cfg, dict):
+            raise ConfigError(f"{yaml_path}: expected a mapping at the top level")
         qwen_path = llm_dir(ckpt_dir, funasr_cfg) / "config.json"
         if not qwen_path.is_file():
             raise ConfigError(f"{qwen_path} not found: the Qwen3 config is needed to build the decoder")
-        with open(qwen_path, encoding="utf-8") as f:
-            qwen_cfg = json.load(f)
+        try:
+            with open(qwen_path, encoding="utf-8") as f:
+                qwen_cfg = json.load(f)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{qwen_path} is not valid JSON: {e}") from e
         return cls.from_dicts(funasr_cfg, qwen_cfg)
 
 

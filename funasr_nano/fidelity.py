@@ -78,31 +78,46 @@ def distribution_stats(ref_logits: mx.array, cand_logits: mx.array) -> dict:
     }
 
 
-def teacher_forced_fidelity(ref_asr, cand_asr, audio, n_tokens: int = 32, sample_rate=None,
-                            **prompt_kwargs) -> dict:
+class TeacherForcedReference:
+    """The reference side of `teacher_forced_fidelity`, computed once and reusable for several
+    candidates on the same clip and prompt: the greedy tokens and the reference's float32 logits."""
+
+    def __init__(self, ref_asr, audio, n_tokens: int = 32, sample_rate=None, **prompt_kwargs):
+        if n_tokens < 1:
+            raise ValueError(f"n_tokens must be >= 1, got {n_tokens}")
+        self.audio, self.sample_rate, self.prompt_kwargs = audio, sample_rate, prompt_kwargs
+        self.preset = getattr(ref_asr, "preset", None)
+        emb = prompt_embeddings(ref_asr, audio, sample_rate, **prompt_kwargs)
+        tokens, _ = ref_asr.generate(emb, max_new_tokens=n_tokens, ignore_eos=True)
+        self.tokens = [int(t) for t in tokens]
+        self.logits = teacher_forced_logits(ref_asr, emb, self.tokens)
+        greedy = mx.argmax(self.logits, axis=-1).tolist()
+        self.greedy_agreement = sum(int(a == b) for a, b in zip(greedy, self.tokens)) / len(self.tokens)
+
+
+def teacher_forced_fidelity(ref_asr, cand_asr, audio=None, n_tokens: int = 32, sample_rate=None,
+                            reference: TeacherForcedReference | None = None, **prompt_kwargs) -> dict:
     """Compare `cand_asr` with `ref_asr` on one clip, teacher-forced on the reference's tokens.
 
     The reference greedily decodes exactly `n_tokens` tokens (EOS ignored, so the length is
     pinned whatever the weights say); both models then score prompt + those tokens in one pass.
     Returns ``top1_agreement`` (fraction of positions whose argmax agrees), ``mean_kl`` / ``max_kl``
-    (KL(ref || cand) of the next-token distributions, nats), ``n_tokens``, and
-    ``ref_greedy_agreement`` (how often the reference's one-pass argmax equals its own step-by-step
-    greedy token: 1.0 up to ties, a sanity check of the teacher forcing), plus the tokens.
-    `prompt_kwargs`: language, hotwords, itn, prev_text.
+    (KL(ref || cand) of the next-token distributions, nats), ``ref_top1_rank_mean`` / ``_max``,
+    ``n_tokens``, ``ref_greedy_agreement`` (how often the reference's one-pass argmax equals its
+    own step-by-step greedy token: 1.0 up to ties, a sanity check of the teacher forcing), and
+    the tokens. `prompt_kwargs`: language, hotwords, itn, prev_text.
+
+    To compare several candidates with one reference, build `TeacherForcedReference(ref_asr,
+    audio, n_tokens, ...)` once and pass it as `reference` (then `ref_asr`/`audio` may be None).
     """
-    if n_tokens < 1:
-        raise ValueError(f"n_tokens must be >= 1, got {n_tokens}")
-    ref_emb = prompt_embeddings(ref_asr, audio, sample_rate, **prompt_kwargs)
-    tokens, _ = ref_asr.generate(ref_emb, max_new_tokens=n_tokens, ignore_eos=True)
-    ref_logits = teacher_forced_logits(ref_asr, ref_emb, tokens)
-    del ref_emb
-    cand_emb = prompt_embeddings(cand_asr, audio, sample_rate, **prompt_kwargs)
-    cand_logits = teacher_forced_logits(cand_asr, cand_emb, tokens)
-    out = distribution_stats(ref_logits, cand_logits)
-    greedy = mx.argmax(ref_logits, axis=-1).tolist()
-    out["ref_greedy_agreement"] = sum(int(a == b) for a, b in zip(greedy, tokens)) / len(tokens)
-    out["tokens"] = list(tokens)
-    out["ref_preset"] = getattr(ref_asr, "preset", None)
+    if reference is None:
+        reference = TeacherForcedReference(ref_asr, audio, n_tokens, sample_rate, **prompt_kwargs)
+    cand_emb = prompt_embeddings(cand_asr, reference.audio, reference.sample_rate, **reference.prompt_kwargs)
+    cand_logits = teacher_forced_logits(cand_asr, cand_emb, reference.tokens)
+    out = distribution_stats(reference.logits, cand_logits)
+    out["ref_greedy_agreement"] = reference.greedy_agreement
+    out["tokens"] = list(reference.tokens)
+    out["ref_preset"] = reference.preset
     out["cand_preset"] = getattr(cand_asr, "preset", None)
     return out
 
@@ -215,5 +230,5 @@ def transcription_memory(asr, audio, **transcribe_kwargs) -> dict:
             "result": res}
 
 
-__all__ = ["teacher_forced_fidelity", "teacher_forced_logits", "distribution_stats", "prompt_embeddings",
+__all__ = ["teacher_forced_fidelity", "TeacherForcedReference", "teacher_forced_logits", "distribution_stats", "prompt_embeddings",
            "compare_transcripts", "cer", "edit_distance", "peak_memory_of", "transcription_memory"]

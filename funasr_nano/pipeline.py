@@ -12,7 +12,7 @@ from mlx.utils import tree_flatten, tree_map
 
 from . import frontend as fe
 from .audio import AudioError, load_audio
-from .config import ModelConfig, llm_dir
+from .config import ConfigError, ModelConfig, llm_dir
 from .model import FunASRNano
 from .prompt import Prompt, build_prompt, postprocess
 from .generate import greedy_decode, iter_decode, left_pad
@@ -301,7 +301,10 @@ def load(path_or_repo, dtype="float32", audio_dtype="float32", cache_dir=None, p
             apply_precision(net, plan)
     net.eval()
     mx.eval(net.parameters())
-    tok = Tokenizer.from_dir(llm_dir(ckpt, cfg.raw["config.yaml"]))
+    try:
+        tok = Tokenizer.from_dir(llm_dir(ckpt, cfg.raw["config.yaml"]))
+    except FileNotFoundError as e:
+        raise ConfigError(str(e)) from e
     asr = FunASRNanoASR(net, tok, cfg, source=str(path_or_repo), synthetic=is_synthetic(ckpt),
                         dtype=plan.llm_dtype, audio_dtype=plan.audio_dtype)
     asr.plan, asr.preset, asr.checkpoint_dir = plan, plan.name, ckpt

@@ -16,6 +16,12 @@ pytest.importorskip("whisper_normalizer")
 from funasr_nano.evaluation import SYNTHETIC_WARNING, EvalResult, evaluate, fixtures
 from funasr_nano.evaluation import cli as eval_cli
 from funasr_nano.evaluation.config import MIRROR_ENV
+from funasr_nano.evaluation.runner import _label, _model_info
+
+
+def label(asr) -> str:
+    """The preset part of result file names: the model's preset, else its dtype (fp32 / float32)."""
+    return _label(_model_info(asr))
 
 
 class ScriptedASR:
@@ -159,8 +165,8 @@ def test_tiny_librispeech_schema_end_to_end(tiny, libri_mirror):
     assert 0 <= res.wer and res.compute_seconds > 0 and res.rtf > 0
     assert d["max_new_tokens"] == "6" and d["data"]["source"].startswith("local path")
     assert {u["stop_reason"] for u in utts} <= {"eos", "max_new_tokens", "repetition"}
-    assert sorted(p.name for p in out.iterdir()) == ["librispeech-test-clean__float32__SYNTHETIC.json",
-                                                     "librispeech-test-clean__float32__SYNTHETIC.utterances.jsonl"]
+    stem = f"librispeech-test-clean__{label(tiny)}__SYNTHETIC"
+    assert sorted(p.name for p in out.iterdir()) == [f"{stem}.json", f"{stem}.utterances.jsonl"]
 
 
 def test_tiny_aishell_schema_batched(tiny, tmp_path):
@@ -169,7 +175,7 @@ def test_tiny_aishell_schema_batched(tiny, tmp_path):
                    progress=False, max_new_tokens=4)
     d, utts = _assert_synthetic_everywhere(res)
     assert res.metric == "cer" and res.cer is not None and res.wer is None
-    assert res.n_utts == 2 and res.batch_size == 2 and res.result_path.endswith("aishell1-test__float32__n2__SYNTHETIC.json")
+    assert res.n_utts == 2 and res.batch_size == 2 and res.result_path.endswith(f"aishell1-test__{label(tiny)}__n2__SYNTHETIC.json")
     assert [u["id"] for u in utts] == ["BAC009S0764W0121", "BAC009S0764W0122"]
 
 
@@ -190,7 +196,8 @@ def test_cli_smoke_zh_synthetic(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "SYNTHETIC WEIGHTS" in out and "CER" in out and "smoke-zh" in out
     files = sorted(p.name for p in (tmp_path / "out").iterdir())
-    assert files == ["smoke-zh__float32__n2__SYNTHETIC.json", "smoke-zh__float32__n2__SYNTHETIC.utterances.jsonl"]
+    assert len(files) == 2 and files[0].startswith("smoke-zh__") and files[0].endswith("__n2__SYNTHETIC.json")
+    assert files[1] == files[0].replace(".json", ".utterances.jsonl")
     d = json.loads((tmp_path / "out" / files[0]).read_text(encoding="utf-8"))
     assert d["WARNING"] == SYNTHETIC_WARNING and d["n_utts"] == 2 and d["data"]["name"] == "smoke-zh"
 

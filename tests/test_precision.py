@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 
 from funasr_nano import load
-from funasr_nano.fidelity import cer, compare_transcripts, edit_distance, peak_memory_of, teacher_forced_fidelity
+from funasr_nano.fidelity import (
+    TeacherForcedReference, cer, compare_transcripts, edit_distance, peak_memory_of, teacher_forced_fidelity,
+)
 from funasr_nano.platform_info import backend_info, blas_info, classify_blas, warn_if_reference_blas
 from funasr_nano.precision import (
     PRESETS, NumericalOverflowError, PrecisionPlan, apply_precision, check_finite, parse_preset,
@@ -237,6 +239,13 @@ def test_fidelity_identity(tiny_fp32, wav):
     assert r["ref_greedy_agreement"] == 1.0
 
 
+def test_fidelity_reference_reuse(tiny_fp32, tiny_q4, wav):
+    ref = TeacherForcedReference(tiny_fp32, wav, n_tokens=N_TOKENS)
+    a = teacher_forced_fidelity(None, tiny_q4, reference=ref)
+    b = teacher_forced_fidelity(tiny_fp32, tiny_q4, wav, n_tokens=N_TOKENS)
+    assert a == b
+
+
 def test_fidelity_quantized(tiny_fp32, tiny_q4, wav):
     r = teacher_forced_fidelity(tiny_fp32, tiny_q4, wav, n_tokens=N_TOKENS, language="en")
     assert 0.0 <= r["top1_agreement"] <= 1.0
@@ -338,10 +347,12 @@ def test_real_shaped_fidelity(real_ckpt, tmp_path_factory):
     cache = tmp_path_factory.mktemp("real_st") if not os.environ.get("FUNASR_NANO_TEST_CACHE") else None
     audio = speech_like(3.0, seed=0)
     ref = load(real_ckpt, cache_dir=cache)
+    reference = TeacherForcedReference(ref, audio, n_tokens=16)
+    del ref
     results = {}
     for preset, (min_top1, max_mean_kl, max_kl, max_rank) in REAL_BOUNDS.items():
         cand = load(real_ckpt, preset=preset, cache_dir=cache)
-        r = teacher_forced_fidelity(ref, cand, audio, n_tokens=16)
+        r = teacher_forced_fidelity(None, cand, reference=reference)
         results[preset] = r
         del cand
         assert r["n_tokens"] == 16 and r["ref_greedy_agreement"] >= 0.9

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -147,14 +148,39 @@ def _load_local(cfg: DatasetConfig, streaming: bool):
         builder = "json" if meta.suffix == ".jsonl" else "csv"
         ds = ds_lib.load_dataset(builder, data_files={split: [str(meta)]}, split=split, streaming=streaming)
         return ds, str(meta.parent)
-    return ds_lib.load_dataset(str(folder), name=cfg.hub_config, split=split, streaming=streaming), None
+    return _load_one_split(ds_lib, str(folder), cfg, streaming), None
+
+
+def _load_one_split(ds_lib, source: str, cfg: DatasetConfig, streaming: bool):
+    """``load_dataset(source, config, split)``, but a cached (non-streamed) load reads only the split's
+    own files: ``datasets`` would otherwise download and prepare every split of the config (for
+    openslr/librispeech_asr 'clean' that is train.100 + train.360 + validation + test, ~30 GB, to
+    evaluate 368 MB). The split's files come from the builder's resolved data_files and are loaded
+    with the same packaged builder (parquet ...). When that is not possible the split is streamed
+    instead of downloading the whole config."""
+    kw = {"revision": cfg.revision} if source == cfg.hub_id else {}
+    if streaming:
+        return ds_lib.load_dataset(source, name=cfg.hub_config, split=cfg.split, streaming=True, **kw)
+    files, builder = None, None
+    try:
+        builder = ds_lib.load_dataset_builder(source, name=cfg.hub_config, **kw)
+        files = (builder.config.data_files or {}).get(cfg.split)
+    except Exception:
+        builder = None
+    if builder is None or not files or builder.name not in ("parquet", "arrow", "json", "csv"):
+        print(f"note: cannot read split {cfg.split!r} of {source} on its own; streaming it instead of "
+              "downloading every split", file=sys.stderr)
+        return ds_lib.load_dataset(source, name=cfg.hub_config, split=cfg.split, streaming=True, **kw)
+    if len(builder.config.data_files) == 1:
+        return ds_lib.load_dataset(source, name=cfg.hub_config, split=cfg.split, **kw)
+    return ds_lib.load_dataset(builder.name, data_files={cfg.split: list(files)}, split=cfg.split,
+                               features=builder.info.features)
 
 
 def _load_hub(cfg: DatasetConfig, streaming: bool):
     ds_lib = _datasets()
     try:
-        return ds_lib.load_dataset(cfg.hub_id, name=cfg.hub_config, split=cfg.split, revision=cfg.revision,
-                                   streaming=streaming)
+        return _load_one_split(ds_lib, cfg.hub_id, cfg, streaming)
     except Exception as e:
         raise DatasetLoadError(
             f"could not load {cfg.describe_source()} ({type(e).__name__}: {e}).\n"

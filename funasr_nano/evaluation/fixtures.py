@@ -85,13 +85,17 @@ def write_librispeech_snapshot(root, rows=LIBRISPEECH_ROWS, rate: int = 16000, a
     """A local folder shaped like a snapshot of ``openslr/librispeech_asr`` (configs clean / other)."""
     root = Path(root)
     cols, feats = librispeech_table(rows, rate=rate, audio_fn=audio_fn)
+    lines = ["---", "configs:"]
     for cfg in ("clean", "other"):
         _write_parquet(root / cfg / "test" / "0000.parquet", cols, feats)
-    (root / "README.md").write_text(
-        "---\nconfigs:\n"
-        "- config_name: clean\n  data_files:\n  - split: test\n    path: clean/test/*.parquet\n"
-        "- config_name: other\n  data_files:\n  - split: test\n    path: other/test/*.parquet\n"
-        "---\nLocal stand-in for openslr/librispeech_asr (tones, not speech).\n", encoding="utf-8")
+        # Another split of the same config, as on the hub (train.100 / validation ...): not a valid
+        # parquet file, so a loader that prepares every split of the config fails on it.
+        (root / cfg / "validation").mkdir(parents=True, exist_ok=True)
+        (root / cfg / "validation" / "0000.parquet").write_bytes(b"not parquet: only the test split is read")
+        lines += [f"- config_name: {cfg}", "  data_files:", "  - split: test", f"    path: {cfg}/test/*.parquet",
+                  "  - split: validation", f"    path: {cfg}/validation/*.parquet"]
+    lines += ["---", "Local stand-in for openslr/librispeech_asr (tones, not speech).", ""]
+    (root / "README.md").write_text("\n".join(lines), encoding="utf-8")
     return root
 
 

@@ -1,0 +1,179 @@
+#!/usr/bin/env bash
+# Device-side driver for the MLX-CUDA benchmarks (tools/gpu/README.md has the call sequence).
+#
+#   bash tools/gpu/run_bench.sh STEP...
+#
+# Steps (run in the order given; later parts pull in what they need when it is missing):
+#   stage    call 1: keep .mlxa/part_aa in /tmp, install .whl/*.whl into $SITE, keep the git
+#            bundle in /tmp, check that torch sees CUDA and the funasr reference imports
+#   mlx      join /tmp/part_aa + .mlxb/part_ab into the mlx-cuda-13 wheel, install it and the mlx
+#            wheel into $SITE (skipped when mlx already imports from there)
+#   check    MLX's default device must be the GPU (unless REQUIRE_GPU=0); prints versions
+#   ckpt     write the real-shaped synthetic checkpoint once ($FUNASR_NANO_CACHE/synthetic-real-seed0,
+#            with the asv suite's .complete marker) and convert it to the safetensors cache
+#   compare  tools/compare_reference.py: MLX presets vs the funasr PyTorch reference on CUDA
+#            -> $OUT/compare.json, $OUT/compare.log
+#   sweep    tools/gpu/sweep.py: {bf16,q4,fp32} x batch {1,8,32} x {5,10,30} s
+#            -> $OUT/sweep.json, $OUT/sweep.md, $OUT/sweep.log
+#   asv      the quick asv suite (funasr_nano.bench.quick) with -E existing:python3, results filed
+#            under the bundled HEAD -> $OUT/asv_results.tgz (results/<machine>/ + report), $OUT/asv.log
+#   part1 = mlx check ckpt compare sweep        part2 = mlx check ckpt asv
+#
+# Everything keeps to DEADLINE seconds (default 570) from the script's start: compare and asv run
+# under `timeout`, the sweep gets a budget and writes its JSON after every configuration.
+# Overridable for local dry runs: PY SITE OUT FUNASR_NANO_CACHE SYNTH_PRESET(real|tiny)
+# STASH(/tmp) TORCH_DEVICE(cuda) REQUIRE_GPU(1) COMPARE_ARGS SWEEP_ARGS QUICK_ARGS DEADLINE.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+ROOT="$PWD"
+PY="${PY:-python3}"
+SITE="${SITE:-/tmp/site}"
+OUT="${OUT:-/tmp/gpu_out}"
+STASH="${STASH:-/tmp}"  # survives between calls on the warm machine
+mkdir -p "$OUT"
+export PYTHONPATH="$SITE:$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONUNBUFFERED=1
+export FUNASR_NANO_CACHE="${FUNASR_NANO_CACHE:-/tmp/fncache}"
+SYNTH_PRESET="${SYNTH_PRESET:-real}"
+CKPT="$FUNASR_NANO_CACHE/synthetic-$SYNTH_PRESET-seed0"
+TORCH_DEVICE="${TORCH_DEVICE:-cuda}"
+REQUIRE_GPU="${REQUIRE_GPU:-1}"
+DEADLINE="${DEADLINE:-570}"
+GPUFLAG=""; [ "$REQUIRE_GPU" = 1 ] && GPUFLAG="--require-gpu"
+NOISE='torch_complex firstly|^Notice: ffmpeg|ffmpeg backend|sudo apt install ffmpeg|brew install ffmpeg'
+
+log() { echo "[run_bench $(date +%H:%M:%S) +${SECONDS}s] $*"; }
+left() { echo $(( DEADLINE - SECONDS )); }
+pipinst() { "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" "$@"; }
+
+step_stage() {
+  if [ -f .mlxa/part_aa ]; then cp .mlxa/part_aa "$STASH/part_aa" && log "kept $STASH/part_aa"; fi
+  if ls .whl/*.whl >/dev/null 2>&1; then
+    pipinst .whl/*.whl || { log "wheel install FAILED"; return 1; }
+    log "installed $(ls .whl/*.whl | wc -l) wheels into $SITE"
+  fi
+  for f in repo.bundle HEAD.txt; do [ -f ".whl/$f" ] && cp ".whl/$f" "$STASH/$f"; done
+  nvidia-smi -L 2>/dev/null || true
+  timeout 240 "$PY" - <<'EOF' 2>&1 | grep -Ev "$NOISE"
+import time, importlib.metadata as md
+t = time.perf_counter()
+import torch
+print("torch", torch.__version__, "cuda", torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else "")
+import funasr, funasr.models.fun_asr_nano.model, funasr.frontends.wav_frontend, funasr.tokenizer.hf_tokenizer
+import funasr.utils.fbank as fb
+from funasr.register import tables
+need = {"model": ("model_classes", "FunASRNano"), "encoder": ("encoder_classes", "SenseVoiceEncoderSmall"),
+        "adaptor": ("adaptor_classes", "Transformer"), "frontend": ("frontend_classes", "WavFrontend"),
+        "tokenizer": ("tokenizer_classes", "HuggingfaceTokenizer")}
+miss = [k for k, (t_, n) in need.items() if getattr(tables, t_).get(n) is None]
+print("funasr", funasr.__version__, "fbank:", "torchaudio" if fb._HAS_TORCHAUDIO else "kaldi-native-fbank" if fb._knf else "NONE",
+      "missing registrations:", miss or "none", f"({time.perf_counter() - t:.1f} s)")
+import asv, omegaconf, librosa, kaldiio, soundfile, soxr
+print("asv", md.version("asv"), "asv_runner", md.version("asv_runner"), "transformers", md.version("transformers"))
+raise SystemExit(1 if miss else 0)
+EOF
+}
+
+step_mlx() {
+  if "$PY" -c "import mlx.core" 2>/dev/null; then log "mlx already importable"; return 0; fi
+  [ -f "$STASH/part_aa" ] || { log "no $STASH/part_aa: run 'stage' with .mlxa carried first (fresh machine?)"; return 1; }
+  [ -f .mlxb/part_ab ] || { log "no .mlxb/part_ab: carry .mlxb"; return 1; }
+  cat "$STASH/part_aa" .mlxb/part_ab > "$STASH/mlx_cuda_13-0.32.4-py3-none-manylinux_2_35_x86_64.whl" &&
+    pipinst "$STASH/mlx_cuda_13-0.32.4-py3-none-manylinux_2_35_x86_64.whl" .mlxb/mlx-0.32.4-*.whl &&
+    log "installed mlx + mlx-cuda-13"
+}
+
+step_check() {
+  "$PY" - "$REQUIRE_GPU" <<'EOF'
+import sys, time
+import mlx.core as mx
+d = mx.default_device()
+print("mlx", mx.__version__, "default device", d, mx.device_info() if hasattr(mx, "device_info") else "")
+if sys.argv[1] == "1" and d.type != mx.gpu:
+    raise SystemExit("MLX default device is not the GPU")
+a = mx.random.normal((4096, 4096)); mx.eval(a @ a)
+t = time.perf_counter(); mx.eval(a @ a); print(f"4096^2 fp32 matmul {1e3 * (time.perf_counter() - t):.2f} ms")
+EOF
+}
+
+step_ckpt() {
+  if [ -f "$CKPT/.complete" ]; then log "checkpoint $CKPT present"; return 0; fi
+  "$PY" - "$CKPT" "$SYNTH_PRESET" <<'EOF'
+import sys, time
+from pathlib import Path
+from funasr_nano.synthetic import write_synthetic_checkpoint
+from funasr_nano.checkpoint import load_checkpoint_weights
+d = Path(sys.argv[1])
+t = time.perf_counter(); write_synthetic_checkpoint(d, sys.argv[2], 0)
+print(f"wrote {d} ({(d / 'model.pt').stat().st_size / 1e9:.2f} GB) in {time.perf_counter() - t:.1f} s")
+t = time.perf_counter(); w = load_checkpoint_weights(d); del w
+print(f"safetensors cache ready in {time.perf_counter() - t:.1f} s")
+(d / ".complete").write_text("ok\n")  # benchmarks/common.py's marker: the asv suite reuses this directory
+EOF
+}
+
+step_compare() {
+  local t=$(( $(left) - 200 )); [ "$t" -lt 60 ] && t=60
+  [ "$SYNTH_PRESET" = real ] || t=$(( $(left) - 20 ))
+  log "compare (timeout ${t}s)"
+  # shellcheck disable=SC2086
+  timeout "$t" "$PY" tools/compare_reference.py --model "$CKPT" --seconds 10 --tokens 40 \
+    --preset fp32 --preset bf16 --preset q8 --preset q4 --preset bf16-llm \
+    --torch-device "$TORCH_DEVICE" --reference-dtype fp32 --reference-dtype tf32 --reference-dtype bf16 \
+    $GPUFLAG --json "$OUT/compare.json" ${COMPARE_ARGS:-} 2>&1 | grep --line-buffered -Ev "$NOISE" | tee "$OUT/compare.log"
+  log "compare exit ${PIPESTATUS[0]}"
+}
+
+step_sweep() {
+  local budget=$(( $(left) - 75 )); [ "$budget" -lt 30 ] && budget=30
+  log "sweep (budget ${budget}s)"
+  # shellcheck disable=SC2086
+  timeout $(( $(left) - 5 )) "$PY" tools/gpu/sweep.py --model "$CKPT" --budget-s "$budget" $GPUFLAG \
+    --json "$OUT/sweep.json" --md "$OUT/sweep.md" ${SWEEP_ARGS:-} 2>&1 | tee "$OUT/sweep.log"
+  log "sweep exit ${PIPESTATUS[0]}"
+}
+
+step_asv() {
+  if [ ! -d .git ]; then
+    if ! command -v git >/dev/null; then log "no git on this machine: asv cannot file results; skipped"; return 1; fi
+    [ -f "$STASH/repo.bundle" ] || { log "no $STASH/repo.bundle (carry .whl in the stage call)"; return 1; }
+    git config --global --add safe.directory '*'
+    git init -q . && git fetch -q "$STASH/repo.bundle" HEAD && git update-ref refs/heads/main FETCH_HEAD &&
+      git symbolic-ref HEAD refs/heads/main && git reset -q &&
+      log "git repository rebuilt at $(git rev-parse --short HEAD) ($(git status --porcelain --untracked-files=no | wc -l) files differ from it)"
+  fi
+  local t=$(( $(left) - 25 ))
+  log "asv quick suite (timeout ${t}s)"
+  # shellcheck disable=SC2086
+  timeout "$t" "$PY" -m funasr_nano.bench.quick run --no-publish --report-dir "$STASH/asv_report" ${QUICK_ARGS:-} 2>&1 \
+    | grep --line-buffered -Ev "$NOISE" | tee "$OUT/asv.log"
+  log "asv exit ${PIPESTATUS[0]}"
+  local m
+  m=$("$PY" -c "import json,os; d=json.load(open(os.path.expanduser('~/.asv-machine.json'))); print([k for k in d if k!='version'][0])" 2>/dev/null)
+  if [ -n "$m" ] && [ -d "results/$m" ]; then
+    mkdir -p "$STASH/asv_report"
+    tar czf "$OUT/asv_results.tgz" "results/$m" results/benchmarks.json -C "$STASH" asv_report 2>/dev/null
+    log "results/$m -> $OUT/asv_results.tgz ($(ls "results/$m" | wc -l) files)"
+  else
+    log "no results/<machine> directory found (machine '$m')"
+  fi
+}
+
+[ $# -gt 0 ] || { sed -n 2,26p "$0"; exit 2; }
+steps=()
+for s in "$@"; do
+  case "$s" in
+    part1) steps+=(mlx check ckpt compare sweep) ;;
+    part2) steps+=(mlx check ckpt asv) ;;
+    all) steps+=(mlx check ckpt compare sweep asv) ;;
+    stage|mlx|check|ckpt|compare|sweep|asv) steps+=("$s") ;;
+    *) echo "unknown step $s" >&2; exit 2 ;;
+  esac
+done
+rc=0
+for x in "${steps[@]}"; do
+  log "== $x"
+  "step_$x" || { rc=1; log "step $x FAILED"; case "$x" in stage|mlx|check|ckpt) break ;; esac; }
+done
+log "done (rc=$rc); files in $OUT:"; ls -la "$OUT"
+exit $rc
