@@ -81,6 +81,10 @@ def fbank(waveform: np.ndarray, cfg: FrontendConfig) -> np.ndarray:
     emph[:, 0] = frames[:, 0] * (1.0 - _PREEMPHASIS)
     emph *= _hamming(win)
     n_fft = 1 << (win - 1).bit_length()
+    if not mel_filterbank(cfg.n_mels, n_fft, cfg.fs).any(axis=0).all():
+        # Under ~16 ms the FFT is too coarse for every mel filter to get a bin; kaldi (and so
+        # the reference) refuses such input ("num_mel_bins too large"): give no frames.
+        return np.zeros((0, cfg.n_mels), np.float32)
     power = np.abs(np.fft.rfft(emph, n=n_fft, axis=1)) ** 2
     energies = (power @ mel_filterbank(cfg.n_mels, n_fft, cfg.fs)).astype(np.float32)
     return np.log(np.maximum(energies, _FLT_EPSILON))

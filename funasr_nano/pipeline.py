@@ -297,6 +297,7 @@ def load(path_or_repo, dtype="float32", audio_dtype="float32", cache_dir=None, p
         else:  # float32 (lazily) first: quantize from full precision, then cast per the plan
             weights = _cast(weights, mx.float32, ("audio_encoder.", "audio_adaptor.", "llm."))
         net.load_weights(list(weights.items()), strict=True)
+        del weights  # the lazily loaded sources are then freed as soon as their module is evaluated
         if preset is not None:
             apply_precision(net, plan)
     net.eval()

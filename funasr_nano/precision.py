@@ -469,7 +469,7 @@ def apply_precision(net: nn.Module, plan, evaluate: bool = True) -> dict[str, di
     Quantized matrices are quantized from the weights as they are (float32 when loaded through
     `load`), then scales/biases and the component's other float parameters are cast to the
     group's compute dtype; float components are cast to their dtype. Returns the quantization map.
-    With `evaluate`, evaluates component by component so float32 intermediates are freed early.
+    With `evaluate`, evaluates module by module so float32 intermediates are freed early.
     """
     plan = parse_preset(plan)
     qmap = quantization_map(net, plan)
@@ -482,9 +482,11 @@ def apply_precision(net: nn.Module, plan, evaluate: bool = True) -> dict[str, di
 
     _cast_params(net, target)
     if evaluate:
-        params = dict(tree_flatten(net.parameters()))
-        for c in COMPONENTS:
-            mx.eval([v for k, v in params.items() if component_of(k) == c])
+        # Module by module: with lazily loaded weights (mx.load) only one matrix's float32
+        # intermediate exists at a time, so the peak stays near the final size (provided the
+        # caller holds no other reference to the source arrays).
+        for _, m in tree_flatten(net.leaf_modules(), is_leaf=nn.Module.is_module):
+            mx.eval(m.parameters())
     return qmap
 
 

@@ -23,7 +23,11 @@ say() { printf '[quick_bench] %s\n' "$*"; }
 
 # --- 1. OpenBLAS on Linux --------------------------------------------------------------------------------
 if [ "$(uname -s)" = "Linux" ] && [ "${FUNASR_NANO_NO_OPENBLAS:-0}" != "1" ]; then
-    if ! ls /usr/lib/*/openblas-pthread/libopenblas.so.0 /usr/lib64/libopenblas*.so.0 >/dev/null 2>&1; then
+    have_openblas=0
+    for f in /usr/lib/*/openblas-pthread/libopenblas.so.0 /usr/lib/*/libopenblas.so.0 /usr/lib64/libopenblas*.so.0; do
+        [ -e "$f" ] && have_openblas=1
+    done
+    if [ "$have_openblas" = 0 ]; then
         SUDO=""
         if [ "$(id -u)" -ne 0 ]; then
             if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then SUDO="sudo -n"; else SUDO="none"; fi

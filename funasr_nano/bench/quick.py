@@ -63,7 +63,6 @@ QUICK = [
     ("e2e.Transcribe.track_rtf", "q8", 1, 5),
     ("e2e.Transcribe.track_rtf", "q4", 1, 5),
     ("e2e.Transcribe.track_rtf", "fp32", 4, 5),
-    ("e2e.Transcribe.track_rtf", "fp32", 1, 10),
     # prefill and decode rates
     ("decode.Decode.track_ms_per_token", "fp32", 1, 5),
     ("decode.Decode.track_ms_per_token", "q4", 1, 5),

@@ -46,7 +46,7 @@ STAGES = [("frontend", "stages.Frontend.time_frontend"), ("encoder", "stages.Enc
           ("decode step", "stages.DecodeStep.time_decode_step")]
 PRESET_ORDER = ["fp32", "bf16", "fp16", "q8", "q4", "q4-llm+bf16-audio"]
 DEFAULT_HISTORY = "e2e.Transcribe.track_rtf"
-DEFAULT_HISTORY_PARAMS = {"preset": "fp32", "batch": 1, "seconds": 10}
+DEFAULT_HISTORY_PARAMS = {"preset": "fp32", "batch": 1, "seconds": 5}
 TOKENS_PER_SECOND = 4  # mirrors benchmarks/common.py (the pinned decode-length rule)
 SYNTH_BANNER = ("SYNTHETIC WEIGHTS (seeded random, real shapes): speed and memory are representative, "
                 "fidelity compares presets on random weights, accuracy is meaningless")
@@ -90,7 +90,7 @@ def synthetic_label(rs: ResultSet, machine: str, commit: str) -> str:
 
 
 # ----- choosing what to show -----------------------------------------------------------------------------
-def pick_seconds(rs: ResultSet, machine: str, commit: str, prefer=10) -> int | None:
+def pick_seconds(rs: ResultSet, machine: str, commit: str, prefer=5) -> int | None:
     counts: dict = {}
     for r in rs.select(machine=machine, commit=commit):
         s = r.params.get("seconds")
@@ -454,12 +454,12 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=None, help="output directory (default: <results>/report)")
     p.add_argument("--machine", action="append", default=None, help="machine(s) to report (default: all)")
     p.add_argument("--commit", default=None, help="commit (prefix) for the tables (default: latest per machine)")
-    p.add_argument("--seconds", type=int, default=None, help="audio length of the tables (default: 10 if measured)")
+    p.add_argument("--seconds", type=int, default=None, help="audio length of the tables (default: the length measured most, 5 s on ties)")
     p.add_argument("--quality", choices=["fidelity", "kl", "wer", "cer"], default="fidelity",
                    help="y axis of the trade-off chart (default: top-1 disagreement with fp32)")
     p.add_argument("--history", default=DEFAULT_HISTORY, help=f"benchmark of the history chart ({DEFAULT_HISTORY})")
     p.add_argument("--history-params", default=None,
-                   help="its parameters, e.g. preset=q4,batch=1,seconds=10 (default preset=fp32,batch=1,seconds=10)")
+                   help="its parameters, e.g. preset=q4,batch=1,seconds=10 (default preset=fp32,batch=1,seconds=5)")
     p.add_argument("--no-charts", action="store_true", help="only the Markdown table")
     p.add_argument("--quiet", action="store_true", help="do not print the table")
     args = p.parse_args(argv)

@@ -248,8 +248,8 @@ def open_dataset(cfg: DatasetConfig, limit: int | None = None, subset: str = "fi
             ds = ds.take(limit)
         split_info = getattr(getattr(ds, "info", None), "splits", None) or {}
         n_full = split_info[cfg.split].num_examples if cfg.split in split_info else None
-        if n_full is None and cfg.is_local:
-            n_full = _local_parquet_rows(cfg)
+        if n_full is None:  # for the progress bar only
+            n_full = _local_parquet_rows(cfg) if cfg.is_local else cfg.num_examples
         total = limit if limit is not None else (n_full or None)
         if limit is not None and n_full:
             total = min(limit, n_full)

@@ -32,6 +32,7 @@ OUT="${OUT:-/tmp/gpu_out}"
 STASH="${STASH:-/tmp}"  # survives between calls on the warm machine
 mkdir -p "$OUT"
 export PYTHONPATH="$SITE:$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+export ASV_PYTHONPATH="$PYTHONPATH"  # asv drops PYTHONPATH from benchmark processes unless this is set
 export PYTHONUNBUFFERED=1
 export FUNASR_NANO_CACHE="${FUNASR_NANO_CACHE:-/tmp/fncache}"
 SYNTH_PRESET="${SYNTH_PRESET:-real}"
@@ -91,8 +92,9 @@ d = mx.default_device()
 print("mlx", mx.__version__, "default device", d, mx.device_info() if hasattr(mx, "device_info") else "")
 if sys.argv[1] == "1" and d.type != mx.gpu:
     raise SystemExit("MLX default device is not the GPU")
-a = mx.random.normal((4096, 4096)); mx.eval(a @ a)
-t = time.perf_counter(); mx.eval(a @ a); print(f"4096^2 fp32 matmul {1e3 * (time.perf_counter() - t):.2f} ms")
+n = 4096 if d.type == mx.gpu else 512
+a = mx.random.normal((n, n)); mx.eval(a @ a)
+t = time.perf_counter(); mx.eval(a @ a); print(f"{n}^2 fp32 matmul {1e3 * (time.perf_counter() - t):.2f} ms")
 EOF
 }
 
