@@ -1,7 +1,8 @@
 """Run context recorded as asv values, so every result file says what it measured:
 
-* ``Context.track_synthetic_weights``: 1 when the suite ran the synthetic (seeded random)
-  checkpoint, 0 for a real one. Reports label numbers as synthetic from this value.
+* ``Context.track_synthetic_weights``: 0 for a real checkpoint, 1 for the synthetic (seeded random)
+  checkpoint with the released shapes, 2 for the tiny synthetic test model. Reports label numbers
+  as synthetic from this value.
 * ``Context.track_reference_blas``: 1 when MLX calls the slow reference BLAS in the benchmark
   processes (Linux CPU without OpenBLAS preloaded), else 0.
 * ``Load.time_load``: loading a checkpoint (safetensors cache already converted, files in the page
@@ -16,9 +17,11 @@ class Context:
     version = c.SUITE_VERSION
 
     def track_synthetic_weights(self):
-        return 1.0 if c.uses_synthetic_weights() else 0.0
+        if not c.uses_synthetic_weights():
+            return 0.0
+        return 2.0 if c.synthetic_preset() == "tiny" and not c.os.environ.get(c.ENV_MODEL) else 1.0
 
-    track_synthetic_weights.unit = "1 = synthetic"
+    track_synthetic_weights.unit = "0 real, 1 synthetic, 2 synthetic tiny"
 
     def track_reference_blas(self):
         import mlx.core as mx

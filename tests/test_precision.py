@@ -188,6 +188,33 @@ def test_q4_save_load_round_trip(tiny_q4, tiny_fp32, wav, tmp_path):
         load(out, preset="q8")
 
 
+def test_float_plan_save_load(tiny_ckpt, cache_dir, wav, tmp_path):
+    from mlx.utils import tree_flatten
+
+    asr = load(tiny_ckpt, preset="q4-llm+bf16-audio", cache_dir=cache_dir)
+    assert asr.net.audio_encoder.encoders[0].feed_forward.w_1.weight.dtype == mx.bfloat16
+    assert _quantized_paths(asr.net) and all(p.startswith("llm.") for p in _quantized_paths(asr.net))
+    loaded = load(save_quantized(asr, tmp_path / "mixed"))
+    assert loaded.plan == asr.plan and loaded.audio_dtype == mx.bfloat16
+    a, b = dict(tree_flatten(asr.net.parameters())), dict(tree_flatten(loaded.net.parameters()))
+    assert a.keys() == b.keys() and all(a[k].dtype == b[k].dtype and mx.array_equal(a[k], b[k]) for k in a)
+    bf = load(tiny_ckpt, preset="bf16", cache_dir=cache_dir)
+    bf2 = load(save_quantized(bf, tmp_path / "bf16"))
+    assert bf2.preset == "bf16" and not _quantized_paths(bf2.net)
+    assert bf.transcribe(wav, max_new_tokens=4, ignore_eos=True).tokens == \
+        bf2.transcribe(wav, max_new_tokens=4, ignore_eos=True).tokens
+
+
+def test_apply_precision_api(tiny_ckpt, cache_dir):
+    asr = load(tiny_ckpt, cache_dir=cache_dir)
+    before = weight_bytes(asr.net)
+    qmap = apply_precision(asr.net, "q8-g32-llm")
+    assert qmap and all(v["bits"] == 8 and v["group_size"] == 32 for v in qmap.values())
+    assert set(qmap) == set(_quantized_paths(asr.net))
+    after = weight_bytes(asr.net)
+    assert after["encoder"] == before["encoder"] and after["embedding"] < before["embedding"] / 3
+
+
 # ----- overflow -----------------------------------------------------------------------------------------
 
 

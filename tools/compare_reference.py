@@ -42,13 +42,25 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
 REFERENCE_DTYPES = ("fp32", "tf32", "bf16")
+
+
+def _json_safe(x):
+    """NaN/inf -> None (strict JSON), numpy scalars -> Python numbers."""
+    if isinstance(x, dict):
+        return {k: _json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_json_safe(v) for v in x]
+    if hasattr(x, "item") and not isinstance(x, (str, bytes)):
+        x = x.item()
+    if isinstance(x, float) and (x != x or x in (float("inf"), float("-inf"))):
+        return None
+    return x
 
 
 def synthetic_dir() -> Path:
@@ -77,9 +89,15 @@ def weights_label(ckpt: Path) -> str:
 def mlx_env() -> dict:
     import mlx.core as mx
 
-    from funasr_nano.platform_info import backend_info
+    try:
+        from funasr_nano.platform_info import backend_info
 
-    info = backend_info()
+        info = backend_info()
+    except Exception as e:  # informational only: never let the label stop a benchmark
+        dev = mx.default_device()
+        di = mx.device_info() if hasattr(mx, "device_info") else {}
+        info = {"backend": "cpu" if dev.type == mx.cpu else "gpu", "device": str(dev),
+                "device_name": di.get("device_name"), "backend_info_error": repr(e)}
     out = {"mlx_version": mx.__version__, "backend": info.get("backend"), "device": info.get("device"),
            "device_name": info.get("device_name")}
     if info.get("backend") == "cpu":
@@ -273,10 +291,7 @@ def reference_rows(ckpt, wav, tokens, device, repeats, dtypes):
     if cuda:
         env["device_name"] = torch.cuda.get_device_name(0)
         env["cuda"] = torch.version.cuda
-    del model
-    gc.collect()
-    if cuda:
-        torch.cuda.empty_cache()
+    model.llm.generate = orig_gen
     return rows, env
 
 
@@ -324,17 +339,31 @@ def main(argv=None) -> int:
                 raise SystemExit("--require-gpu: torch.cuda.is_available() is False")
 
     ckpt = Path(args.model) if args.model else synthetic_dir()
+    label = weights_label(ckpt)
     wav = speech_like(args.seconds, 0)
     rows = []
+    ref_env = None
+
+    def dump():  # after every stage, so a run cut short still leaves its rows
+        if args.json:
+            Path(args.json).write_text(json.dumps({
+                "seconds": args.seconds, "tokens": args.tokens, "weights": label, "checkpoint": str(ckpt),
+                "mlx": env, "reference": ref_env, "host": {"platform": platform.platform(),
+                                                           "cpu_count": os.cpu_count()},
+                "rows": _json_safe(rows)}, indent=2))
+
     for p in args.preset or ["fp32"]:
         t = time.perf_counter()
         rows.append(time_mlx(ckpt, wav, args.tokens, p, args.repeats, env))
-        print(f"[compare] MLX {p}: {time.perf_counter() - t:.1f} s", flush=True)
-    ref_env = None
+        r = rows[-1]
+        print(f"[compare] MLX {p}: e2e {r['end_to_end_s']:.3f} s, {r['ms_per_token']:.2f} ms/token "
+              f"({time.perf_counter() - t:.1f} s)", flush=True)
+        dump()
     if not args.no_reference:
         t = time.perf_counter()
         ref_rows, ref_env = reference_rows(ckpt, wav, args.tokens, args.torch_device, args.repeats, ref_dtypes)
         rows += ref_rows
+        gc.collect()
         print(f"[compare] reference {ref_dtypes}: {time.perf_counter() - t:.1f} s", flush=True)
 
     ref_fp32 = next((r for r in rows if r["side"] == "reference" and r["precision"] == "fp32"), None)
@@ -342,7 +371,6 @@ def main(argv=None) -> int:
         if ref_fp32 is not None and r is not ref_fp32:
             r["first_divergence_vs_reference_fp32"] = _first_divergence(r["token_ids"], ref_fp32["token_ids"])
 
-    label = weights_label(ckpt)
     print(f"\n{args.seconds:g} s audio, {args.tokens} pinned tokens, {label}\n")
     print("| implementation | precision | end-to-end s | RTF | RTFx | encoder+adaptor ms | prefill ms | ms/token "
           "| tokens/s | peak MB |")
@@ -366,11 +394,7 @@ def main(argv=None) -> int:
         div = {r["precision"] + "/" + r["side"]: r.get("first_divergence_vs_reference_fp32") for r in rows
                if r is not ref_fp32}
         print(f"\nfirst token index differing from reference fp32 (None = all {args.tokens} equal): {div}")
-    if args.json:
-        Path(args.json).write_text(json.dumps({
-            "seconds": args.seconds, "tokens": args.tokens, "weights": label, "checkpoint": str(ckpt),
-            "mlx": env, "reference": ref_env, "host": {"platform": platform.platform(), "cpu_count": os.cpu_count()},
-            "rows": rows}, indent=2, default=float))
+    dump()
     return 0
 
 

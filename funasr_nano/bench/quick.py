@@ -36,6 +36,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -152,10 +153,18 @@ def openblas_path() -> str | None:
     return None
 
 
-def bench_env(use_openblas: bool = True, quick: bool = True, extra: dict | None = None) -> tuple[dict, str]:
-    """Environment for the benchmark processes, and a note on the BLAS choice."""
+def bench_env(use_openblas: bool = True, quick: bool = True, extra: dict | None = None,
+              root: Path | None = None) -> tuple[dict, str]:
+    """Environment for the benchmark processes, and a note on the BLAS choice.
+
+    With ``root``, the checkout is put first on the benchmark processes' path (asv drops
+    ``PYTHONPATH`` but passes ``ASV_PYTHONPATH`` on), so the code measured is the working tree the
+    results are filed under, even when the installed package is another copy."""
     env = dict(os.environ)
     note = ""
+    if root is not None:
+        for var in ("ASV_PYTHONPATH", "PYTHONPATH"):
+            env[var] = os.pathsep.join([str(root)] + ([env[var]] if env.get(var) else []))
     if platform.system() == "Linux" and use_openblas:
         pre = env.get("LD_PRELOAD", "")
         if "openblas" in pre:
@@ -264,7 +273,7 @@ def cmd_run(args) -> int:
         print(f"funasr-nano bench: error: {e}", file=sys.stderr)
         return 4
     quick = not args.full
-    env, note = bench_env(not args.no_openblas, quick)
+    env, note = bench_env(not args.no_openblas, quick, root=root)
     if note:
         print(f"[bench] {note}", flush=True)
     python = args.python or sys.executable
@@ -284,11 +293,19 @@ def cmd_run(args) -> int:
     if head is None and not dry:
         print("[bench] not a git checkout with a commit: running with --dry-run (nothing is saved)", flush=True)
         dry = True
-    if ck.get("synthetic_preset") not in (None, "real") and not dry:
-        print("[bench] tiny synthetic model: running with --dry-run (such numbers must not be stored)", flush=True)
+    if ck.get("synthetic_preset") not in (None, "real") and not dry and not args.results_dir:
+        print("[bench] tiny synthetic model: running with --dry-run (such numbers must not be stored in "
+              "results/; pass --results-dir to keep them elsewhere)", flush=True)
         dry = True
 
-    asv_args = ["run", "-E", f"existing:{python}", "--machine", name, "--show-stderr", "--launch-method", "spawn"]
+    results_dir = root / conf.get("results_dir", "results")
+    conf_args: list[str] = []
+    if args.results_dir:  # a scratch copy of the configuration pointing at another results folder
+        results_dir = Path(args.results_dir).resolve()
+        conf_args = ["--config", str(scratch_conf(root, conf, Path(tempfile.mkdtemp(prefix="asv-conf-")),
+                                                   results_dir))]
+    asv_args = ["run", *conf_args, "-E", f"existing:{python}", "--machine", name, "--show-stderr",
+                "--launch-method", "spawn"]
     if not dry:
         asv_args += ["--set-commit-hash", head, "--record-samples"]
     else:
@@ -306,13 +323,13 @@ def cmd_run(args) -> int:
     rc = run_asv(asv_args, root, env)
     asv_s = time.perf_counter() - t_asv
 
-    results_dir = root / conf.get("results_dir", "results")
     wall = time.perf_counter() - t_start
     if not dry:
         rec = {
             "commit": head, "dirty": dirty, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "mode": "full" if args.full else "quick", "machine": name,
-            "checkpoint": ck["checkpoint"] if not ck["synthetic"] else "synthetic-real-seed0",
+            "checkpoint": (ck["checkpoint"] if not ck["synthetic"]
+                           else f"synthetic-{ck.get('synthetic_preset') or 'real'}-seed0"),
             "synthetic": ck["synthetic"], "tokens_per_second": 4,
             "blas": fp.get("blas"), "ld_preload": env.get("LD_PRELOAD", ""), "backend": fp.get("backend"),
             "versions": _versions(), "asv": asv_ver, "python": platform.python_version(),
@@ -325,13 +342,13 @@ def cmd_run(args) -> int:
                   f"{head[:8]} (runs.jsonl records dirty=true)", flush=True)
 
     if not dry and not args.no_publish:
-        run_asv(["publish"], root, env, echo=True)
+        run_asv(["publish", *conf_args], root, env, echo=True)
     if not dry and not args.no_report:
-        from .report import build_report
+        from .report import build_report, machine_section
 
-        rep = build_report(results_dir, args.report_dir or (results_dir / "report"), machines=[name])
+        rep = build_report(results_dir, args.report_dir or (results_dir / "report"))  # all machines
         print()
-        print(rep["markdown"])
+        print(machine_section(rep["results"], name))
         print(f"[bench] table:  {rep['table']}")
         for c in rep["charts"]:
             print(f"[bench] chart:  {c}")
@@ -372,11 +389,13 @@ def find_baseline(results_dir: Path, machine: str, root: Path, rev: str | None, 
     return max(files, key=score)
 
 
-def scratch_conf(root: Path, conf: dict, scratch: Path) -> Path:
+def scratch_conf(root: Path, conf: dict, scratch: Path, results_dir: Path | None = None) -> Path:
+    """A copy of asv.conf.json in ``scratch`` with absolute paths and its own results/html dirs."""
     c = dict(conf)
     c.update({"repo": str(root), "benchmark_dir": str(root / conf.get("benchmark_dir", "benchmarks")),
-              "results_dir": str(scratch / "results"), "html_dir": str(scratch / "html"),
-              "env_dir": str(root / conf.get("env_dir", ".asv/env"))})
+              "results_dir": str(Path(results_dir).resolve() if results_dir else scratch / "results"),
+              "html_dir": str(scratch / "html"), "env_dir": str(root / conf.get("env_dir", ".asv/env"))})
+    scratch.mkdir(parents=True, exist_ok=True)
     path = scratch / "asv.conf.json"
     path.write_text(json.dumps(c, indent=2), encoding="utf-8")
     return path
@@ -391,6 +410,11 @@ def _relabel(path: Path, label: str, dest_dir: Path) -> Path:
     return out
 
 
+def worsened_rows(compare_output: str) -> list[str]:
+    """Rows of ``asv compare``'s table marked ``+`` (slower, significant) or ``!`` (newly failing)."""
+    return [line for line in compare_output.splitlines() if re.match(r"^\|\s*[+!]\s*\|", line)]
+
+
 def cmd_compare(args) -> int:
     root = repo_root()
     conf = read_conf(root)
@@ -399,20 +423,20 @@ def cmd_compare(args) -> int:
     except RuntimeError as e:
         print(f"funasr-nano bench compare: error: {e}", file=sys.stderr)
         return 4
-    env, note = bench_env(not args.no_openblas, quick=False)
+    env, note = bench_env(not args.no_openblas, quick=False, root=root)
     if note:
         print(f"[compare] {note}", flush=True)
     python = args.python or sys.executable
     fp = child_fingerprint(env, args.machine, python)
     name = fp["machine"]
     machine_mod.write_machine_file(fp)  # asv reads only ~/.asv-machine.json
-    results_dir = root / conf.get("results_dir", "results")
+    results_dir = Path(args.results_dir).resolve() if args.results_dir else root / conf.get("results_dir", "results")
     entries = SENTINELS + REGRESS_EXTRA
     bench_names = sorted({e[0] for e in entries})
     base = find_baseline(results_dir, name, root, args.baseline, bench_names)
-    print(f"[compare] machine {name}; baseline {base.relative_to(root)}", flush=True)
+    print(f"[compare] machine {name}; baseline {base}", flush=True)
 
-    scratch = root / ".asv" / "regress"
+    scratch = Path(args.scratch).resolve() if args.scratch else root / ".asv" / "regress"
     if scratch.exists():
         shutil.rmtree(scratch)
     (scratch / "results").mkdir(parents=True)
@@ -443,9 +467,12 @@ def cmd_compare(args) -> int:
     cmd = [sys.executable, "-m", "asv", *cmp_args]
     print("$ " + " ".join(_quote(a) for a in cmd), flush=True)
     out = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True)
-    sys.stdout.write(out.stdout)
+    # parameter sets measured on neither side (the rest of the grid) only add noise to the table
+    shown = [line for line in out.stdout.splitlines()
+             if not re.match(r"^\|[\s~]*\|\s*n/a\s*\|\s*n/a\s*\|", line)]
+    sys.stdout.write("\n".join(shown) + "\n")
     sys.stderr.write(out.stderr)
-    worse = [line for line in out.stdout.splitlines() if line.lstrip().startswith(("+", "!"))]
+    worse = worsened_rows(out.stdout)
     if out.returncode not in (0, 1):
         return 2
     if worse:
@@ -480,12 +507,15 @@ def build_parser():
         q.add_argument("--asv-arg", action="append", help="extra argument passed to asv run (repeatable)")
         q.add_argument("--no-publish", action="store_true", help="skip asv publish")
         q.add_argument("--no-report", action="store_true", help="skip the Markdown table and charts")
-        q.add_argument("--report-dir", default=None, help="report output (default results/report)")
+        q.add_argument("--report-dir", default=None, help="report output (default <results>/report)")
+        q.add_argument("--results-dir", default=None, help="store results here instead of asv.conf.json's")
     _common(c)
     c.add_argument("--baseline", default=None, help="commit whose stored results are the baseline (default: newest)")
     c.add_argument("--factor", type=float, default=1.1, help="slowdown ratio that counts (default 1.1, asv's)")
     c.add_argument("--bench", "-b", action="append", help="asv -b regex replacing the sentinel selection")
     c.add_argument("--only-changed", action="store_true", help="print only changed benchmarks")
+    c.add_argument("--results-dir", default=None, help="where the stored baseline results are (default: results)")
+    c.add_argument("--scratch", default=None, help="scratch folder of the check (default .asv/regress)")
     return p
 
 

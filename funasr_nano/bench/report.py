@@ -14,7 +14,8 @@ Writes into ``--out`` (default ``results/report``):
 * ``history-<benchmark>.png`` -- a chosen benchmark over commits, one line per machine.
 
 Every table and chart says "SYNTHETIC WEIGHTS" when the run used the synthetic checkpoint
-(``meta.Context.track_synthetic_weights`` = 1 in the result file, or the run record).
+(``meta.Context.track_synthetic_weights`` = 1, or 2 for the tiny test model, in the result file;
+else the run record).
 """
 
 from __future__ import annotations
@@ -48,8 +49,22 @@ PRESET_ORDER = ["fp32", "bf16", "fp16", "q8", "q4", "q4-llm+bf16-audio"]
 DEFAULT_HISTORY = "e2e.Transcribe.track_rtf"
 DEFAULT_HISTORY_PARAMS = {"preset": "fp32", "batch": 1, "seconds": 5}
 TOKENS_PER_SECOND = 4  # mirrors benchmarks/common.py (the pinned decode-length rule)
-SYNTH_BANNER = ("SYNTHETIC WEIGHTS (seeded random, real shapes): speed and memory are representative, "
+SYNTH_BANNER = ("SYNTHETIC WEIGHTS (seeded random, released shapes): speed and memory are representative, "
                 "fidelity compares presets on random weights, accuracy is meaningless")
+TINY_BANNER = ("SYNTHETIC TINY TEST MODEL (seeded random, toy shapes): these numbers only exercise the "
+               "tooling and say nothing about the real model")
+WEIGHTS_TEXT = {"synthetic": "synthetic (seeded random, released shapes)", "synthetic-tiny": "synthetic tiny test model",
+                "real": "real checkpoint", None: "unknown"}
+CHART_NOTE = {"synthetic": "SYNTHETIC WEIGHTS (seeded random, released shapes)",
+              "synthetic-tiny": "SYNTHETIC TINY TEST MODEL (toy shapes)"}
+
+
+def _worst_kind(kinds) -> str | None:
+    kinds = set(kinds)
+    for k in ("synthetic-tiny", "synthetic", None):
+        if k in kinds:
+            return k
+    return "real" if kinds else None
 
 
 # ----- formatting ------------------------------------------------------------------------------------------
@@ -85,8 +100,7 @@ def _ram_gb(m: dict) -> str:
 
 
 def synthetic_label(rs: ResultSet, machine: str, commit: str) -> str:
-    s = rs.synthetic(machine, commit)
-    return {True: "synthetic", False: "real checkpoint", None: "unknown"}[s]
+    return WEIGHTS_TEXT[rs.weights_kind(machine, commit)]
 
 
 # ----- choosing what to show -----------------------------------------------------------------------------
@@ -149,12 +163,14 @@ def machine_section(rs: ResultSet, machine: str, commit: str | None = None, seco
         return f"## {machine}\n\nNo results.\n"
     seconds = seconds or pick_seconds(rs, machine, commit)
     m = rs.machines.get(machine, {})
-    synth = rs.synthetic(machine, commit)
+    kind = rs.weights_kind(machine, commit)
     run = rs.run_info(machine, commit)
     lines = [f"## {machine}", ""]
-    if synth:
+    if kind == "synthetic-tiny":
+        lines += [f"> **{TINY_BANNER}.**", ""]
+    elif kind == "synthetic":
         lines += [f"> **{SYNTH_BANNER}.**", ""]
-    elif synth is None:
+    elif kind is None:
         lines += ["> Weights: unknown (no `meta.Context` result in this run).", ""]
     n = TOKENS_PER_SECOND * (seconds or 0)
     lines.append(f"Batch 1, {seconds} s clip, {n} decoded tokens (EOS ignored), commit `{commit[:8]}`.")
@@ -211,8 +227,8 @@ def machine_section(rs: ResultSet, machine: str, commit: str | None = None, seco
             + f"; {m.get('os', '?')}; backend {m.get('backend', '?')}, BLAS {blas or '?'}; MLX {m.get('mlx', '?')}."]
     if ref_blas:
         foot.append("**Warning: these numbers ran on the slow reference BLAS.**")
-    weights = {True: "synthetic (seeded random, real shapes)", False: "real checkpoint", None: "unknown"}[synth]
-    if run.get("checkpoint"):
+    weights = WEIGHTS_TEXT[kind]
+    if run.get("checkpoint") and kind == "real":
         weights += f" `{run['checkpoint']}`"
     foot.append(f"Weights: {weights}. Commit `{commit}`"
                 + (f" ({run['mode']} suite" + (f", {run['wall_seconds']:.0f} s wall" if run.get("wall_seconds") else "")
@@ -251,10 +267,14 @@ def _plt():
     return plt
 
 
-def _synth_note(fig, synth: bool | None):
-    if synth:
-        fig.text(0.5, 0.005, "SYNTHETIC WEIGHTS (seeded random, real shapes)", ha="center", va="bottom",
-                 color="crimson", fontsize=9, fontweight="bold")
+def _synth_note(fig, kind: str | None):
+    if kind in CHART_NOTE:
+        fig.text(0.5, 0.005, CHART_NOTE[kind], ha="center", va="bottom", color="crimson", fontsize=9,
+                 fontweight="bold")
+
+
+def _title_tag(kind: str | None) -> str:
+    return {"synthetic": " — SYNTHETIC WEIGHTS", "synthetic-tiny": " — SYNTHETIC TINY MODEL"}.get(kind, "")
 
 
 def tradeoff_chart(rs: ResultSet, machine: str, out: Path, commit: str | None = None, seconds: int | None = None,
@@ -269,25 +289,30 @@ def tradeoff_chart(rs: ResultSet, machine: str, out: Path, commit: str | None = 
               "wer": "WER", "cer": "CER"}[quality]
     if not rows:
         return None
-    synth = rs.synthetic(machine, commit)
+    kind = rs.weights_kind(machine, commit)
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7.5, 5))
     peaks = [r["peak_bytes"] or r["weight_bytes"] or 0 for r in rows]
     pmax = max(peaks) or 1
     for r, pk in zip(rows, peaks):
-        y = r[qkey] if r[qkey] is not None else 0.0
+        measured = r[qkey] is not None
+        y = r[qkey] if measured else 0.0
         size = 80 + 900 * (pk / pmax)
-        ax.scatter([r["rtf"]], [y], s=size, alpha=0.55, edgecolors="k",
-                   marker="o" if r[qkey] is not None else "x")
+        note = ""
+        if not measured:  # the fp32 reference is 0 by definition; others are simply not measured
+            note = " (reference)" if r["preset"] == "fp32" and quality in ("fidelity", "kl") else " (not measured)"
+        ax.scatter([r["rtf"]], [y], s=size, alpha=0.55 if measured else 0.9, edgecolors="k",
+                   facecolors=None if measured else "none", linewidths=1.0)
         mem = f"{pk / 1e9:.2f} GB" if pk else "mem n/a"
-        ax.annotate(f"{r['preset']}\n{mem}", (r["rtf"], y), textcoords="offset points", xytext=(8, 6), fontsize=8)
+        ax.annotate(f"{r['preset']}{note}\n{mem}", (r["rtf"], y), textcoords="offset points", xytext=(8, 6),
+                    fontsize=8)
     ax.set_xlabel("RTF (compute s / audio s, lower is faster)")
     ax.set_ylabel(qlabel + " (lower is better)")
     ax.set_title(f"Quantization trade-off — {machine}\ncommit {commit[:8]}, batch 1, {seconds} s clip; "
-                 f"marker area = peak MLX memory" + (" — SYNTHETIC WEIGHTS" if synth else ""), fontsize=9)
+                 f"marker area = peak MLX memory" + _title_tag(kind), fontsize=9)
     ax.grid(alpha=0.3)
     ax.margins(0.2)
-    _synth_note(fig, synth)
+    _synth_note(fig, kind)
     fig.tight_layout(rect=(0, 0.03, 1, 1))
     path = out / f"tradeoff-{_slug(machine)}.png"
     fig.savefig(path, dpi=120)
@@ -325,13 +350,13 @@ def machines_chart(rs: ResultSet, out: Path, machines=None, commit: str | None =
     plt = _plt()
     fig, ax = plt.subplots(figsize=(max(6.5, 1.3 * len(presets) * max(1, len(have)) / 2 + 3), 4.8))
     width = 0.8 / len(have)
-    any_synth = False
+    kinds = []
     for i, m in enumerate(have):
         vals = [rs.value(benchmark, m, commit, preset=p, batch=batch, seconds=seconds) for p in presets]
-        synth = rs.synthetic(m, commit)
-        any_synth |= bool(synth)
+        k = rs.weights_kind(m, commit)
+        kinds.append(k)
         xs = [j + (i - (len(have) - 1) / 2) * width for j in range(len(presets))]
-        label = m + (" (synthetic)" if synth else "")
+        label = m + ({"synthetic": " (synthetic)", "synthetic-tiny": " (synthetic tiny)"}.get(k, ""))
         ax.bar(xs, [v if v is not None else 0 for v in vals], width, label=label)
         for x, v in zip(xs, vals):
             if v is not None:
@@ -339,11 +364,11 @@ def machines_chart(rs: ResultSet, out: Path, machines=None, commit: str | None =
     unit = rs.benchmarks.get(benchmark, {}).get("unit", "")
     ax.set_xticks(range(len(presets)), presets)
     ax.set_ylabel(f"{benchmark.rsplit('.', 1)[-1]} [{unit}] (lower is better)")
-    ax.set_title(f"Machines at commit {commit[:8]} — batch {batch}, {seconds} s clip"
-                 + (" — SYNTHETIC WEIGHTS" if any_synth else ""), fontsize=9)
+    kind = _worst_kind(kinds)
+    ax.set_title(f"Machines at commit {commit[:8]} — batch {batch}, {seconds} s clip" + _title_tag(kind), fontsize=9)
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
-    _synth_note(fig, any_synth)
+    _synth_note(fig, kind)
     fig.tight_layout(rect=(0, 0.03, 1, 1))
     path = out / "machines.png"
     fig.savefig(path, dpi=120)
@@ -367,7 +392,7 @@ def history_chart(rs: ResultSet, out: Path, benchmark: str = DEFAULT_HISTORY, pa
             if v is not None:
                 recs = rs.select(benchmark, m, commit, **params)
                 st = recs[-1].stats if recs else {}
-                pts.append((date, commit, v, st.get("q_25"), st.get("q_75"), rs.synthetic(m, commit)))
+                pts.append((date, commit, v, st.get("q_25"), st.get("q_75"), rs.weights_kind(m, commit)))
         if pts:
             series[m] = pts
     if not series:
@@ -376,24 +401,26 @@ def history_chart(rs: ResultSet, out: Path, benchmark: str = DEFAULT_HISTORY, pa
     fig, ax = plt.subplots(figsize=(8, 4.6))
     order = sorted({(p[0], p[1]) for pts in series.values() for p in pts})
     xpos = {c: i for i, (_, c) in enumerate(order)}
-    any_synth = False
+    kinds = []
     for m, pts in series.items():
         xs = [xpos[p[1]] for p in pts]
         ys = [p[2] for p in pts]
-        lo = [p[2] - p[3] if p[3] is not None else 0 for p in pts]
-        hi = [p[4] - p[2] if p[4] is not None else 0 for p in pts]
-        synth = any(p[5] for p in pts)
-        any_synth |= synth
-        ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3, label=m + (" (synthetic)" if synth else ""))
+        lo = [max(0.0, p[2] - p[3]) if p[3] is not None else 0 for p in pts]
+        hi = [max(0.0, p[4] - p[2]) if p[4] is not None else 0 for p in pts]
+        k = _worst_kind(p[5] for p in pts)
+        kinds.append(k)
+        ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3,
+                    label=m + ({"synthetic": " (synthetic)", "synthetic-tiny": " (synthetic tiny)"}.get(k, "")))
     ax.set_xticks(range(len(order)), [c[:8] for _, c in order], rotation=45, ha="right", fontsize=8)
     unit = meta.get("unit", "")
     ax.set_ylabel(f"{unit} (lower is better)")
     ptxt = ", ".join(f"{k}={v}" for k, v in params.items())
-    ax.set_title(f"History of {benchmark} ({ptxt})" + (" — SYNTHETIC WEIGHTS" if any_synth else ""), fontsize=9)
+    kind = _worst_kind(kinds)
+    ax.set_title(f"History of {benchmark} ({ptxt})" + _title_tag(kind), fontsize=9)
     ax.set_xlabel("commit (by commit date)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    _synth_note(fig, any_synth)
+    _synth_note(fig, kind)
     fig.tight_layout(rect=(0, 0.03, 1, 1))
     path = out / f"history-{_slug(benchmark)}.png"
     fig.savefig(path, dpi=120)
@@ -423,7 +450,7 @@ def parse_params(s: str | None) -> dict | None:
 
 def build_report(results_dir, out_dir, machines=None, commit=None, seconds=None, quality="fidelity",
                  history=DEFAULT_HISTORY, history_params=None, charts=True) -> dict:
-    """Write BENCHMARKS.md (+ PNGs) and return {"markdown": text, "charts": [paths], "table": path}."""
+    """Write BENCHMARKS.md (+ PNGs); returns {"markdown", "charts": [paths], "table": path, "results"}."""
     rs = load_results(results_dir)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -444,7 +471,7 @@ def build_report(results_dir, out_dir, machines=None, commit=None, seconds=None,
     md = markdown_report(rs, machines, commit, seconds, paths)
     table = out / "BENCHMARKS.md"
     table.write_text(md, encoding="utf-8")
-    return {"markdown": md, "charts": paths, "table": table}
+    return {"markdown": md, "charts": paths, "table": table, "results": rs}
 
 
 def main(argv=None) -> int:

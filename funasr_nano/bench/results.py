@@ -110,16 +110,21 @@ class ResultSet:
             return None
         return max(rs, key=lambda r: r.started_at or 0).value
 
-    def synthetic(self, machine: str, commit: str) -> bool | None:
-        """Whether the run used synthetic weights: the ``meta.Context.track_synthetic_weights`` value,
-        else the runs.jsonl record of that commit; None when unknown."""
+    def weights_kind(self, machine: str, commit: str) -> str | None:
+        """``"real"``, ``"synthetic"`` (released shapes), ``"synthetic-tiny"`` or None (unknown): the
+        ``meta.Context.track_synthetic_weights`` value, else the runs.jsonl record of that commit."""
         v = self.value("meta.Context.track_synthetic_weights", machine, commit)
         if v is not None:
-            return bool(v >= 0.5)
+            return "real" if v < 0.5 else "synthetic" if v < 1.5 else "synthetic-tiny"
         for run in reversed(self.runs.get(machine, [])):
             if str(run.get("commit", "")).startswith(commit[:8]) and "synthetic" in run:
-                return bool(run["synthetic"])
+                return "synthetic" if run["synthetic"] else "real"
         return None
+
+    def synthetic(self, machine: str, commit: str) -> bool | None:
+        """Whether the run used synthetic weights (None when unknown)."""
+        k = self.weights_kind(machine, commit)
+        return None if k is None else k != "real"
 
     def run_info(self, machine: str, commit: str) -> dict:
         for run in reversed(self.runs.get(machine, [])):
