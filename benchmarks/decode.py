@@ -30,6 +30,8 @@ class Prefill(c.ModelBenchmark):
 
 
 class Decode(c.ModelBenchmark):
+    repeat = c.SENTINEL_REPEAT
+
     def setup(self, preset, batch, seconds):
         self.asr = c.load_model(preset)
         self.embeds, _ = c.embeds_for(self.asr, seconds, batch)

@@ -10,6 +10,8 @@ class Transcribe(c.ModelBenchmark):
     """RTF = compute seconds / audio seconds over the batch (lower is better); RTFx = 1 / RTF is
     shown in reports only."""
 
+    repeat = c.SENTINEL_REPEAT
+
     def setup(self, preset, batch, seconds):
         self.asr = c.load_model(preset)
         self.wavs = c.clips(seconds, batch)

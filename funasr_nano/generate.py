@@ -121,18 +121,35 @@ def iter_decode(asr, embeds: mx.array, valid: mx.array | None, offsets: mx.array
     reasons = [None] * b
     steps = 0
     n_done = 0
+    fast = max_new_tokens > 1 and getattr(asr, "compiled_decode", True)
+    if fast:
+        from .fast_decode import StaticKV
+
+        kv = StaticKV(cache, s + max_new_tokens)
+        kv_valid = mx.ones((b, kv.length), dtype=mx.bool_)
+        base_pos = mx.zeros((b,), dtype=mx.int32)
+        if valid is not None:
+            kv_valid[:, :s] = valid
+            base_pos = offsets.astype(mx.int32)
+        step_fn = asr.decode_step_fn()
+        keys, values = kv.keys, kv.values
+        del cache
     while True:
         nxt = None
         if steps + 1 < max_new_tokens:
             pos = s + steps
-            if valid is None:
-                positions, mask = pos, None
+            if fast:
+                nxt, keys, values = step_fn(token.astype(mx.int32), mx.array([pos], dtype=mx.int32), base_pos,
+                                            kv_valid, keys, values)
             else:
-                positions = offsets + pos
-                valid = mx.concatenate([valid, mx.ones((b, 1), dtype=mx.bool_)], axis=1)
-                mask = valid[:, None, None, :]
-            h = llm.hidden(llm.embed(token[:, None]), cache, positions=positions, mask=mask)
-            nxt = mx.argmax(llm.logits(h[:, -1]), axis=-1)
+                if valid is None:
+                    positions, mask = pos, None
+                else:
+                    positions = offsets + pos
+                    valid = mx.concatenate([valid, mx.ones((b, 1), dtype=mx.bool_)], axis=1)
+                    mask = valid[:, None, None, :]
+                h = llm.hidden(llm.embed(token[:, None]), cache, positions=positions, mask=mask)
+                nxt = mx.argmax(llm.logits(h[:, -1]), axis=-1)
             # Queue the next step before reading this one, so the host never idles the device.
             mx.async_eval(nxt)
             steps += 1

@@ -128,6 +128,15 @@ class FunASRNanoASR:
         suf = self.net.llm.embed(mx.array(prompt.suffix)[None])
         return mx.concatenate([pre, audio_emb[None].astype(pre.dtype), suf], axis=1)
 
+    def decode_step_fn(self):
+        """The compiled one-token step used by greedy decoding (built once per model)."""
+        fn = getattr(self, "_decode_step_fn", None)
+        if fn is None:
+            from .fast_decode import make_step
+
+            fn = self._decode_step_fn = make_step(self.net.llm)
+        return fn
+
     def new_cache(self) -> list[KVCache]:
         return make_cache(self.cfg.llm)
 

@@ -371,6 +371,28 @@ def _dense_path(x: mx.array) -> bool:
     return rows >= DEQUANT_MIN_ROWS and mx.default_device().type == mx.cpu
 
 
+# Dequantize at most this many weights at a time on the dense path (64 MB in float32): the tied
+# 151936 x 1024 LM head would otherwise need a 622 MB float32 copy per call.
+DENSE_CHUNK_WEIGHTS = 1 << 24
+
+
+def _dequantized_matmul(x: mx.array, m) -> mx.array:
+    """x @ dequantize(m.weight).T, dequantizing blocks of output rows so that the float copy of a
+    large matrix never exists whole (each block is freed after its product)."""
+    w, scales, biases = m["weight"], m["scales"], m.get("biases")
+    out_dims, in_dims = w.shape[0], w.shape[1] * 32 // m.bits
+    block = max(1, DENSE_CHUNK_WEIGHTS // in_dims)
+
+    def part(i, j):
+        wd = mx.dequantize(w[i:j], scales[i:j], None if biases is None else biases[i:j],
+                           group_size=m.group_size, bits=m.bits, mode=m.mode)
+        return x @ wd.T
+
+    if out_dims <= block:
+        return part(0, out_dims)
+    return mx.concatenate([part(i, min(i + block, out_dims)) for i in range(0, out_dims, block)], axis=-1)
+
+
 class QuantizedLinear(nn.QuantizedLinear):
     """`nn.QuantizedLinear` (same parameters) that, on the CPU and for >= DEQUANT_MIN_ROWS rows,
     multiplies by the dequantized matrix with the dense GEMM instead of `quantized_matmul`."""
@@ -378,9 +400,7 @@ class QuantizedLinear(nn.QuantizedLinear):
     def __call__(self, x):
         if not _dense_path(x):
             return super().__call__(x)
-        w = mx.dequantize(self["weight"], self["scales"], self.get("biases"), group_size=self.group_size,
-                          bits=self.bits, mode=self.mode)
-        y = x @ w.T
+        y = _dequantized_matmul(x, self)
         if "bias" in self:
             y = y + self["bias"]
         return y
@@ -393,9 +413,7 @@ class QuantizedEmbedding(nn.QuantizedEmbedding):
     def as_linear(self, x):
         if not _dense_path(x):
             return super().as_linear(x)
-        w = mx.dequantize(self["weight"], self["scales"], self.get("biases"), group_size=self.group_size,
-                          bits=self.bits, mode=self.mode)
-        return x @ w.T
+        return _dequantized_matmul(x, self)
 
 
 def component_of(path: str) -> str:

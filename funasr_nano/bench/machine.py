@@ -356,9 +356,50 @@ def describe(fp: dict) -> str:
              f"  gpu      {fp['gpu']}" + (f" ({fp['gpu_cores']} cores)" if fp.get("gpu_cores") else ""),
              f"  backend  {fp['backend']}   blas {fp['blas']}   mlx {fp['mlx']}"]
     if fp.get("blas") == "reference":
-        lines.append("  WARNING: MLX runs on the slow reference BLAS; install OpenBLAS and preload it "
-                     "(see benchmarks/README.md) before timing anything on this machine.")
+        lib = openblas_library()
+        if lib:
+            lines.append(f"  WARNING: this process uses MLX's slow reference BLAS, but OpenBLAS is installed ({lib}): "
+                         "`funasr-nano bench` preloads it for the benchmarks; for manual asv runs "
+                         f"`export LD_PRELOAD={lib}` (or pass --preload-openblas here).")
+        else:
+            lines.append("  WARNING: MLX runs on the slow reference BLAS; install OpenBLAS "
+                         "(apt-get install libopenblas0-pthread) before timing anything on this machine.")
     return "\n".join(lines)
+
+
+OPENBLAS_CANDIDATES = (
+    "/usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.so.0",
+    "/usr/lib/aarch64-linux-gnu/openblas-pthread/libopenblas.so.0",
+    "/usr/lib/x86_64-linux-gnu/libopenblas.so.0",
+    "/usr/lib/aarch64-linux-gnu/libopenblas.so.0",
+    "/usr/lib64/libopenblas.so.0",
+    "/usr/lib64/libopenblasp.so.0",
+    "/usr/lib/libopenblas.so.0",
+)
+
+
+def openblas_library() -> str | None:
+    """Path of an installed OpenBLAS shared library (Linux), or None."""
+    if platform.system() != "Linux":
+        return None
+    for p in OPENBLAS_CANDIDATES:
+        if os.path.exists(p):
+            return p
+    return None
+
+
+def fingerprint_with_openblas(name: str | None = None) -> dict:
+    """The fingerprint of a process started with OpenBLAS preloaded (what `funasr-nano bench` gives
+    the benchmarks); the current process's when OpenBLAS is missing or already preloaded."""
+    lib = openblas_library()
+    if not lib or "openblas" in os.environ.get("LD_PRELOAD", ""):
+        return fingerprint(name)
+    env = dict(os.environ, LD_PRELOAD=(lib + " " + os.environ.get("LD_PRELOAD", "")).strip())
+    cmd = [sys.executable, "-m", "funasr_nano.bench.machine", "--json", "--no-write"]
+    if name:
+        cmd += ["--machine", name]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)
 
 
 def main(argv=None) -> int:
@@ -370,8 +411,10 @@ def main(argv=None) -> int:
     p.add_argument("--machine-file", default=None, help="asv machine file (default ~/.asv-machine.json)")
     p.add_argument("--json", action="store_true", help="print the fingerprint as JSON")
     p.add_argument("--no-write", action="store_true", help="only print; do not touch the machine file")
+    p.add_argument("--preload-openblas", action="store_true",
+                   help="describe a process with OpenBLAS preloaded (Linux), as `funasr-nano bench` runs them")
     args = p.parse_args(argv)
-    fp = fingerprint(args.name)
+    fp = fingerprint_with_openblas(args.name) if args.preload_openblas else fingerprint(args.name)
     if args.json:
         print(json.dumps(fp, indent=2, sort_keys=True))
     else:

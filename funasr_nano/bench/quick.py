@@ -43,15 +43,6 @@ from pathlib import Path
 from . import machine as machine_mod
 
 ASV_VERSION = "0.6.6"
-OPENBLAS_CANDIDATES = (
-    "/usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.so.0",
-    "/usr/lib/aarch64-linux-gnu/openblas-pthread/libopenblas.so.0",
-    "/usr/lib/x86_64-linux-gnu/libopenblas.so.0",
-    "/usr/lib/aarch64-linux-gnu/libopenblas.so.0",
-    "/usr/lib64/libopenblas.so.0",
-    "/usr/lib64/libopenblasp.so.0",
-    "/usr/lib/libopenblas.so.0",
-)
 
 # The quick selection of the grid (benchmark, *params). Params are the grid values; the asv
 # selector regex is built from their repr, as asv names parameter combinations.
@@ -75,9 +66,9 @@ QUICK = [
     ("memory.Weights.track_weight_bytes", "fp32"),
     ("memory.Weights.track_weight_bytes", "q4"),
     # fidelity of the quantized presets (fp32 is the reference: 0 by definition)
-    ("fidelity.Fidelity.track_top1_disagreement", "q8", 5),
-    ("fidelity.Fidelity.track_top1_disagreement", "q4", 5),
+    ("fidelity.Fidelity.track_mean_kl", "q8", 5),
     ("fidelity.Fidelity.track_mean_kl", "q4", 5),
+    ("fidelity.Fidelity.track_top1_disagreement", "q4", 5),
     # per-stage breakdown
     ("stages.Frontend.time_frontend", "fp32", 1, 5),
     ("stages.Encoder.time_encoder", "fp32", 1, 5),
@@ -147,10 +138,7 @@ def check_asv(conf: dict, any_asv: bool = False) -> str:
 
 
 def openblas_path() -> str | None:
-    for p in OPENBLAS_CANDIDATES:
-        if os.path.exists(p):
-            return p
-    return None
+    return machine_mod.openblas_library()
 
 
 def bench_env(use_openblas: bool = True, quick: bool = True, extra: dict | None = None,
@@ -401,8 +389,12 @@ def scratch_conf(root: Path, conf: dict, scratch: Path, results_dir: Path | None
     return path
 
 
-def _relabel(path: Path, label: str, dest_dir: Path) -> Path:
+def _relabel(path: Path, label: str, dest_dir: Path, env_name: str | None = None) -> Path:
+    """Copy a result file into ``dest_dir`` filed under the commit label ``label`` (asv compare
+    accepts names git does not know), optionally under another environment name."""
     d = json.loads(path.read_text())
+    if env_name:
+        d["env_name"] = env_name
     env = d.get("env_name", "env")
     d["commit_hash"] = label
     out = dest_dir / f"{label}-{env}.json"
@@ -426,15 +418,18 @@ def cmd_compare(args) -> int:
     env, note = bench_env(not args.no_openblas, quick=False, root=root)
     if note:
         print(f"[compare] {note}", flush=True)
-    python = args.python or sys.executable
-    fp = child_fingerprint(env, args.machine, python)
+    fp = child_fingerprint(env, args.machine, args.python or sys.executable)
     name = fp["machine"]
     machine_mod.write_machine_file(fp)  # asv reads only ~/.asv-machine.json
     results_dir = Path(args.results_dir).resolve() if args.results_dir else root / conf.get("results_dir", "results")
     entries = SENTINELS + REGRESS_EXTRA
     bench_names = sorted({e[0] for e in entries})
     base = find_baseline(results_dir, name, root, args.baseline, bench_names)
-    print(f"[compare] machine {name}; baseline {base}", flush=True)
+    base_data = json.loads(base.read_text())
+    # The baseline's interpreter when it is still there: same environment name, same Python.
+    python = args.python or (base_data.get("python") if os.path.exists(str(base_data.get("python"))) else None) \
+        or sys.executable
+    print(f"[compare] machine {name}; baseline {base}; python {python}", flush=True)
 
     scratch = Path(args.scratch).resolve() if args.scratch else root / ".asv" / "regress"
     if scratch.exists():
@@ -454,8 +449,13 @@ def cmd_compare(args) -> int:
     if not new:
         print("[compare] error: the working-tree run produced no results", file=sys.stderr)
         return 2
+    base_env = base_data.get("env_name")
     for p in new:
-        _relabel(p, "worktree", mdir)
+        env_here = json.loads(p.read_text()).get("env_name")
+        if base_env and env_here != base_env:
+            print(f"[compare] note: filing the working-tree results under the baseline's environment name "
+                  f"{base_env!r} (was {env_here!r}) so asv compares them", flush=True)
+        _relabel(p, "worktree", mdir, env_name=base_env)
         p.unlink()
     _relabel(base, "baseline", mdir)
     if not (scratch / "results" / "benchmarks.json").exists() and (results_dir / "benchmarks.json").exists():
@@ -469,7 +469,7 @@ def cmd_compare(args) -> int:
     out = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True)
     # parameter sets measured on neither side (the rest of the grid) only add noise to the table
     shown = [line for line in out.stdout.splitlines()
-             if not re.match(r"^\|[\s~]*\|\s*n/a\s*\|\s*n/a\s*\|", line)]
+             if not re.match(r"^\|\s*\|[^|]*\|[^|]*\|\s*n/a\s*\|", line)]  # no ratio: measured on one side only
     sys.stdout.write("\n".join(shown) + "\n")
     sys.stderr.write(out.stderr)
     worse = worsened_rows(out.stdout)

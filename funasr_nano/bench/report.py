@@ -7,9 +7,9 @@ Writes into ``--out`` (default ``results/report``):
   tokens/s, prefill ms per prompt token, peak MLX memory, weight bytes, fidelity to fp32 and
   WER/CER when measured; then batch and per-stage tables, and a footer with machine, versions,
   commit and the decode-length rule. The table is also printed.
-* ``tradeoff-<machine>.png`` -- quantization trade-off: x = RTF, y = fidelity loss (top-1
-  disagreement with fp32; WER/CER with ``--quality wer|cer``), marker area = peak memory; one
-  point per preset.
+* ``tradeoff-<machine>.png`` -- quantization trade-off: x = RTF, y = quality loss (WER/CER on real
+  weights when measured, else the teacher-forced KL to fp32 on synthetic weights, or top-1
+  disagreement: ``--quality``), marker area = peak memory; one point per preset.
 * ``machines.png`` -- machine comparison at one commit (the commit measured on most machines).
 * ``history-<benchmark>.png`` -- a chosen benchmark over commits, one line per machine.
 
@@ -278,12 +278,14 @@ def _title_tag(kind: str | None) -> str:
 
 
 def tradeoff_chart(rs: ResultSet, machine: str, out: Path, commit: str | None = None, seconds: int | None = None,
-                   quality: str = "fidelity") -> Path | None:
+                   quality: str = "auto") -> Path | None:
     commit = commit or rs.latest_commit(machine)
     if commit is None:
         return None
     seconds = seconds or pick_seconds(rs, machine, commit)
     rows = [r for r in preset_rows(rs, machine, commit, seconds) if r["rtf"] is not None]
+    if quality == "auto":
+        quality = auto_quality(rs, machine, commit, rows)
     qkey = {"fidelity": "top1_disagreement", "kl": "mean_kl", "wer": "wer", "cer": "cer"}[quality]
     qlabel = {"fidelity": "top-1 disagreement with fp32 (teacher-forced)", "kl": "mean KL vs fp32 (nats)",
               "wer": "WER", "cer": "CER"}[quality]
@@ -318,6 +320,18 @@ def tradeoff_chart(rs: ResultSet, machine: str, out: Path, commit: str | None = 
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def auto_quality(rs: ResultSet, machine: str, commit: str, rows: list) -> str:
+    """WER/CER when measured on real weights; else the KL to fp32 on synthetic weights (random
+    logits are near-ties, so top-1 agreement mostly measures noise there); else top-1."""
+    kind = rs.weights_kind(machine, commit)
+    if kind == "real":
+        for q in ("wer", "cer"):
+            if sum(r[q] is not None for r in rows) >= 2:
+                return q
+        return "fidelity"
+    return "kl" if any(r["mean_kl"] is not None for r in rows) else "fidelity"
 
 
 def _commit_for_comparison(rs: ResultSet, benchmark: str, machines) -> str | None:
@@ -448,7 +462,7 @@ def parse_params(s: str | None) -> dict | None:
     return out
 
 
-def build_report(results_dir, out_dir, machines=None, commit=None, seconds=None, quality="fidelity",
+def build_report(results_dir, out_dir, machines=None, commit=None, seconds=None, quality="auto",
                  history=DEFAULT_HISTORY, history_params=None, charts=True) -> dict:
     """Write BENCHMARKS.md (+ PNGs); returns {"markdown", "charts": [paths], "table": path, "results"}."""
     rs = load_results(results_dir)
@@ -482,8 +496,10 @@ def main(argv=None) -> int:
     p.add_argument("--machine", action="append", default=None, help="machine(s) to report (default: all)")
     p.add_argument("--commit", default=None, help="commit (prefix) for the tables (default: latest per machine)")
     p.add_argument("--seconds", type=int, default=None, help="audio length of the tables (default: the length measured most, 5 s on ties)")
-    p.add_argument("--quality", choices=["fidelity", "kl", "wer", "cer"], default="fidelity",
-                   help="y axis of the trade-off chart (default: top-1 disagreement with fp32)")
+    p.add_argument("--quality", choices=["auto", "fidelity", "kl", "wer", "cer"], default="auto",
+                   help="y axis of the trade-off chart: fidelity = top-1 disagreement with fp32, kl = mean KL "
+                        "to fp32, wer/cer; auto (default): WER/CER on real weights when measured, KL on "
+                        "synthetic weights")
     p.add_argument("--history", default=DEFAULT_HISTORY, help=f"benchmark of the history chart ({DEFAULT_HISTORY})")
     p.add_argument("--history-params", default=None,
                    help="its parameters, e.g. preset=q4,batch=1,seconds=10 (default preset=fp32,batch=1,seconds=5)")
