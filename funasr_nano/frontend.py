@@ -130,3 +130,48 @@ def num_audio_tokens(t_lfr: int, use_low_frame_rate: bool = True) -> int:
     o = 1 + (t_lfr - 3 + 2) // 2
     o = 1 + (o - 3 + 2) // 2
     return (o - 1) // 2 + 1
+
+
+def batch_features_mx(waveforms, cfg: FrontendConfig):
+    """The same frontend in MLX for a batch of clips (runs on the GPU when there is one).
+
+    Returns (features [B, T_lfr_max, 560] float32 mx.array, zero-padded; lengths [B] numpy
+    int32). Clips shorter than one standard frame fall back to the numpy path row by row.
+    Float32 throughout: within ~1e-6 relative of the float64 numpy path.
+    """
+    import mlx.core as mx
+
+    win = _window_size(cfg.fs, cfg.frame_length_ms)
+    shift = _window_size(cfg.fs, cfg.frame_shift_ms)
+    n = np.array([len(w) for w in waveforms])
+    if len(waveforms) == 0:
+        return mx.zeros((0, 0, cfg.feature_dim)), np.zeros(0, np.int32)
+    if (n < win).any():
+        feats, lengths = batch_features(waveforms, cfg)
+        return mx.array(feats), lengths
+    t = 1 + (n - win) // shift
+    t_max = int(t.max())
+    x = np.zeros((len(waveforms), int(n.max())), np.float32)
+    for i, w in enumerate(waveforms):
+        x[i, : len(w)] = w
+    xm = mx.array(x) * 32768.0
+    idx = mx.array(np.arange(t_max)[:, None] * shift + np.arange(win)[None, :])
+    frames = xm[:, idx]  # [B, T, win]
+    frames = frames - frames.mean(axis=-1, keepdims=True)
+    prev = mx.concatenate([frames[..., :1], frames[..., :-1]], axis=-1)
+    frames = (frames - _PREEMPHASIS * prev) * mx.array(_hamming(win).astype(np.float32))
+    n_fft = 1 << (win - 1).bit_length()
+    spec = mx.fft.rfft(frames, n=n_fft, axis=-1)
+    power = mx.square(mx.real(spec)) + mx.square(mx.imag(spec))
+    mel = power @ mx.array(mel_filterbank(cfg.n_mels, n_fft, cfg.fs).astype(np.float32))
+    logmel = mx.log(mx.maximum(mel, float(_FLT_EPSILON)))  # [B, T, n_mels]
+
+    m, step = cfg.lfr_m, cfg.lfr_n
+    t_lfr = -(-t // step)
+    tl_max = int(t_lfr.max())
+    starts = np.arange(tl_max)[:, None] * step + np.arange(m)[None, :] - (m - 1) // 2
+    rows = np.clip(starts[None], 0, (t - 1)[:, None, None])  # per-row replicate-last padding
+    gathered = mx.take_along_axis(logmel, mx.array(rows.reshape(len(waveforms), -1, 1)), axis=1)
+    feats = gathered.reshape(len(waveforms), tl_max, m * cfg.n_mels)
+    keep = mx.array((np.arange(tl_max)[None, :] < t_lfr[:, None]).astype(np.float32))[..., None]
+    return feats * keep, t_lfr.astype(np.int32)

@@ -137,6 +137,21 @@ class FunASRNanoASR:
             fn = self._decode_step_fn = make_step(self.net.llm)
         return fn
 
+    @property
+    def frontend_backend(self) -> str:
+        """"numpy" (float64, the CPU default) or "mlx" (float32 on the default device, used on
+        GPUs where a batch's features would otherwise wait on one CPU core)."""
+        forced = getattr(self, "_frontend_backend", None)
+        if forced:
+            return forced
+        return "mlx" if mx.default_device() == mx.gpu else "numpy"
+
+    @frontend_backend.setter
+    def frontend_backend(self, value):
+        if value not in (None, "numpy", "mlx"):
+            raise ValueError("frontend_backend must be 'numpy', 'mlx' or None (automatic)")
+        self._frontend_backend = value
+
     def new_cache(self) -> list[KVCache]:
         return make_cache(self.cfg.llm)
 
@@ -175,22 +190,27 @@ class FunASRNanoASR:
         """Audio -> per-row (wav, prompt, embeddings [S_i, D]), batched through encoder/adaptor."""
         t0 = time.perf_counter()
         wavs = [self.load_audio(a, sample_rate) for a in audios]
-        feats = [self.features(w) for w in wavs]
-        for i, f in enumerate(feats):
-            if f.shape[0] == 0:
+        if self.frontend_backend == "mlx":
+            feats, lengths = fe.batch_features_mx(wavs, self.cfg.frontend)
+            mx.eval(feats)
+        else:
+            rows_np = [self.features(w) for w in wavs]
+            lengths = np.array([f.shape[0] for f in rows_np], np.int32)
+        for i, n in enumerate(lengths):
+            if n == 0:
                 where = audios[i] if isinstance(audios[i], (str, Path)) else f"clip {i}"
                 raise AudioError(f"{where}: audio too short ({wavs[i].shape[0]} samples): "
                                  f"the fbank needs at least one frame")
+        if self.frontend_backend != "mlx":
+            feats = np.zeros((len(rows_np), int(lengths.max()), rows_np[0].shape[1]), np.float32)
+            for i, f in enumerate(rows_np):
+                feats[i, : f.shape[0]] = f
         timings["frontend"] = time.perf_counter() - t0
-        if len(feats) == 1:
-            enc = _eval_time(self.encode, feats[0], timings=timings, key="encoder")
+        if len(wavs) == 1:
+            enc = _eval_time(self.encode, feats[:1, : int(lengths[0])], timings=timings, key="encoder")
             auds = [_eval_time(self.adapt, enc, timings=timings, key="adaptor")[0]]
         else:
-            lengths = np.array([f.shape[0] for f in feats], np.int32)
-            padded = np.zeros((len(feats), int(lengths.max()), feats[0].shape[1]), np.float32)
-            for i, f in enumerate(feats):
-                padded[i, : f.shape[0]] = f
-            enc = _eval_time(self.encode, padded, lengths, timings=timings, key="encoder")
+            enc = _eval_time(self.encode, feats, lengths, timings=timings, key="encoder")
             full = _eval_time(lambda e: self.adapt(e, lengths, truncate=False), enc,
                               timings=timings, key="adaptor")
             auds = [full[i, : self.n_audio_tokens(int(n))] for i, n in enumerate(lengths)]

@@ -378,7 +378,7 @@ DENSE_CHUNK_WEIGHTS = 1 << 24
 
 def _dequantized_matmul(x: mx.array, m) -> mx.array:
     """x @ dequantize(m.weight).T, dequantizing blocks of output rows so that the float copy of a
-    large matrix never exists whole (each block is freed after its product)."""
+    large matrix never exists whole (each block is evaluated and freed before the next)."""
     w, scales, biases = m["weight"], m["scales"], m.get("biases")
     out_dims, in_dims = w.shape[0], w.shape[1] * 32 // m.bits
     block = max(1, DENSE_CHUNK_WEIGHTS // in_dims)
@@ -390,7 +390,13 @@ def _dequantized_matmul(x: mx.array, m) -> mx.array:
 
     if out_dims <= block:
         return part(0, out_dims)
-    return mx.concatenate([part(i, min(i + block, out_dims)) for i in range(0, out_dims, block)], axis=-1)
+    parts = []
+    for i in range(0, out_dims, block):
+        parts.append(part(i, min(i + block, out_dims)))
+        # Evaluated one by one: left lazy, MLX materialises every block's float copy before the
+        # products (measured: 1.19 GB transient for the 151936 x 1024 head vs 0.15 GB this way).
+        mx.eval(parts[-1])
+    return mx.concatenate(parts, axis=-1)
 
 
 class QuantizedLinear(nn.QuantizedLinear):

@@ -93,6 +93,9 @@ def check_record(asr, rec, report):
     fb = fe.fbank(wav, asr.cfg.frontend)
     lfr = fe.apply_lfr(fb, asr.cfg.frontend.lfr_m, asr.cfg.frontend.lfr_n)
     errs = {"fbank": rel_err(fb, rec["fbank"]), "lfr": rel_err(lfr, rec["lfr"])}
+    # The float32 MLX frontend (used on GPUs) must meet the same tolerance.
+    lfr_mx, n_mx = fe.batch_features_mx([wav], asr.cfg.frontend)
+    errs["lfr_mlx"] = rel_err(np.array(lfr_mx[0, : int(n_mx[0])]), rec["lfr"])
 
     # Encoder and adaptor, each on the reference's own input (isolates the stage) ...
     enc_iso = asr.encode(rec["lfr"])
@@ -126,7 +129,7 @@ def check_record(asr, rec, report):
     close = [i for i in range(len(greedy)) if margins[i] < 1e-3]
     report.append((name, errs, close))
 
-    for stage, tol in [("fbank", FRONTEND_TOL), ("lfr", FRONTEND_TOL)]:
+    for stage, tol in [("fbank", FRONTEND_TOL), ("lfr", FRONTEND_TOL), ("lfr_mlx", FRONTEND_TOL)]:
         assert errs[stage] < tol, f"{name} {stage}: rel err {errs[stage]:.3g} >= {tol}"
     for stage in ("encoder", "adaptor", "encoder_chained", "inputs_embeds", "logits_teacher_forced",
                   "logits_kv_cache"):
