@@ -123,3 +123,13 @@ def test_blas_follows_ld_preload():
     pre = json.loads(subprocess.check_output(cmd, env={**env, "LD_PRELOAD": OPENBLAS}, text=True))
     assert pre["blas"] == "openblas"
     assert pre["machine"].endswith("-cpu-openblas")
+
+
+@pytest.mark.skipif(platform.system() != "Linux", reason="Linux CPU only")
+def test_preload_openblas_option():
+    """`funasr-nano machine --preload-openblas` describes what `funasr-nano bench` gives the benchmarks."""
+    if m.openblas_library() is None:
+        pytest.skip("OpenBLAS not installed")
+    fp = m.fingerprint_with_openblas()
+    if fp["backend"] == "cpu":
+        assert fp["blas"] == "openblas"

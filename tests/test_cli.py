@@ -230,8 +230,8 @@ def test_all_inputs_bad_skips_the_model(capsys, tmp_path):
 
 def test_valid_edge_cases(capsys, tmp_path):
     files = {
-        "one_sample.wav": np.full(1, 0.2, np.float32),
-        "shorter_than_a_frame.wav": speech_like(0.015),
+        "one_sample.wav": np.full(1, 0.2, np.float32),  # too short for any fbank frame: error
+        "shorter_than_a_frame.wav": speech_like(0.022),  # 352 samples: one shrunk frame
         "silence.wav": np.zeros(FS * 2, np.float32),
         "clipped.wav": np.clip(tone(1.0, 300.0, 0.9) * 4, -1, 1).astype(np.float32),
     }
@@ -240,11 +240,14 @@ def test_valid_edge_cases(capsys, tmp_path):
     sf.write(tmp_path / "u8_8k.wav", speech_like(1.0, sr=8000), 8000, subtype="PCM_U8")
     sf.write(tmp_path / "s32_6ch.wav", np.stack([speech_like(1.0)] * 6, 1), FS, subtype="PCM_32")
     code, out, err = run(capsys, "transcribe", tmp_path, *TINY, "-f", "json", "--max-new-tokens", "3")
-    assert code == 0, err
+    assert code == cli.EXIT_FILES, err  # one file failed, the other five were transcribed
     doc = json.loads(out)
-    assert len(doc["files"]) == 6 and all(f["error"] is None for f in doc["files"])
-    dur = {Path(f["file"]).name: f["duration"] for f in doc["files"]}
-    assert dur["one_sample.wav"] == pytest.approx(1 / FS, abs=1e-6)
+    errors = {Path(f["file"]).name: f["error"] for f in doc["files"]}
+    assert len(errors) == 6
+    assert "too short" in errors.pop("one_sample.wav") and "one_sample.wav" in err
+    assert all(e is None for e in errors.values()), errors
+    dur = {Path(f["file"]).name: f.get("duration") for f in doc["files"]}
+    assert dur["shorter_than_a_frame.wav"] == pytest.approx(352 / FS, abs=1e-6)
     assert dur["u8_8k.wav"] == pytest.approx(1.0)
 
 

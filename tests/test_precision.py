@@ -17,8 +17,8 @@ from funasr_nano.fidelity import (
 )
 from funasr_nano.platform_info import backend_info, blas_info, classify_blas, warn_if_reference_blas
 from funasr_nano.precision import (
-    PRESETS, NumericalOverflowError, PrecisionPlan, apply_precision, check_finite, parse_preset,
-    save_quantized, weight_bytes,
+    PRESETS, NumericalOverflowError, PrecisionPlan, apply_precision, check_finite, parameter_counts,
+    parse_preset, save_quantized, weight_bytes,
 )
 from funasr_nano.test_audio import speech_like
 
@@ -130,6 +130,8 @@ def test_quantized_layout(tiny_ckpt, cache_dir, tiny_fp32):
     # the FSMN taps are plain parameters, kept in the compute dtype
     assert asr.net.audio_encoder.encoders[0].self_attn.fsmn_block.weight.dtype == mx.float32
     assert weight_bytes(asr.net)["total"] < weight_bytes(tiny_fp32.net)["total"] / 3
+    # quantization changes the bytes, not the logical parameter count
+    assert parameter_counts(asr.net) == parameter_counts(tiny_fp32.net)
 
 
 def test_bf16_casts_everything(tiny_ckpt, cache_dir):
@@ -343,28 +345,34 @@ def real_ckpt(tmp_path_factory):
     return d
 
 
-# Bounds for the REAL-shaped synthetic model: 3 s of speech_like(seed=0) audio, 16 teacher-forced
-# tokens, fp32 reference. Measured (x86 CPU, OpenBLAS and reference BLAS give the same figures):
+# Bounds for the REAL-shaped synthetic model: 2 s of speech_like(seed=0) audio, 16 teacher-forced
+# tokens, fp32 reference (2 s rather than 3 s keeps the test near 2 minutes on a 2-core CI box
+# with MLX's reference BLAS). Measured (x86 CPU, OpenBLAS):
 #
-#   preset  top-1  mean KL   max KL    rank of ref top-1 (mean / max)
-#   bf16    1.00   3.6e-5    7.4e-5    0 / 0
-#   q8      1.00   1.5e-4    1.6e-4    0 / 0
-#   q4      0.00   4.6e-2    4.6e-2    5 / 47
+#   preset  top-1   mean KL   max KL    rank of ref top-1 (mean / max)
+#   bf16    0.94    5.2e-5    7.5e-5    0 / 0
+#   q8      1.00    1.4e-4    1.6e-4    0 / 0
+#   q4      0.00    4.3e-2    4.4e-2    25 / 87
+#   (3 s of audio gave bf16 1.00 / 3.6e-5, q8 1.00 / 1.5e-4, q4 0.00 / 4.6e-2, rank max 47)
 #
 # Seeded random weights give near-flat next-token distributions: logit std ~0.64 over 151936
-# tokens, top-1 probability ~1e-4, top-1/top-2 margin ~0.18, and the model repeats one token, so
-# the 16 positions are strongly correlated. q4's logit perturbation (std ~0.30) exceeds that
-# margin, so its top-1 flips (agreement 0.0) although the reference's token stays within the
-# candidate's top ~50 of 151936; with the trained model's peaked distributions (margins of
-# several nats) 4-bit top-1 agreement is high, so top-1 is asserted only for bf16/q8 (whose
-# perturbations, std 0.01-0.02, are ~10x below the margin) and q4 is bounded by KL and rank.
+# tokens, top-1 probability ~1e-4, top-1/top-2 margin ~0.1-0.2, so:
+# * q4's logit perturbation (std ~0.29) exceeds the margin and its top-1 flips (agreement 0.0)
+#   although the reference's token stays within the candidate's top ~100 of 151936. With the
+#   trained model's peaked distributions (margins of several nats) 4-bit top-1 agreement is high;
+#   here q4 is bounded by KL and by the rank of the reference's token instead.
+# * bf16's perturbation (std ~0.01) is 10x below the margin, but bf16 logits are rounded to 8
+#   mantissa bits (steps of 1/64 near |x| ~ 3), so the flat top can tie and argmax then picks
+#   another token of equal score (the 0.94 above: rank 0, i.e. nothing scores higher). Top-1
+#   bounds for bf16/q8 therefore leave room for ties; the rank bound (ties count as rank 0) is
+#   strict.
 # Unrelated distributions of this spread would give KL ~ std^2 ~ 0.4 and a rank ~76000, so the
-# bounds (3-10x above the measurements, for BLAS / thread-count rounding) still fail on a broken
+# bounds (3-20x above the measurements, for BLAS / thread-count rounding) still fail on a broken
 # cast or quantization (wrong scales dtype, mis-mapped layers, wrong group size/bits).
 REAL_BOUNDS = {
     # preset: (min top-1 agreement, max mean KL, max single-position KL, max rank of ref top-1)
-    "bf16": (0.9, 1e-3, 5e-3, 2),
-    "q8": (0.9, 2e-3, 5e-3, 2),
+    "bf16": (0.75, 1e-3, 5e-3, 2),
+    "q8": (0.75, 2e-3, 5e-3, 2),
     "q4": (0.0, 0.15, 0.3, 1000),
 }
 
@@ -372,7 +380,7 @@ REAL_BOUNDS = {
 @pytest.mark.slow
 def test_real_shaped_fidelity(real_ckpt, tmp_path_factory):
     cache = tmp_path_factory.mktemp("real_st") if not os.environ.get("FUNASR_NANO_TEST_CACHE") else None
-    audio = speech_like(3.0, seed=0)
+    audio = speech_like(2.0, seed=0)
     ref = load(real_ckpt, cache_dir=cache)
     reference = TeacherForcedReference(ref, audio, n_tokens=16)
     del ref
