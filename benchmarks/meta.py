@@ -52,3 +52,35 @@ class Load(c.ModelBenchmark):
         c.sync()
         del asr
         c.clear_cache()
+
+
+class Calibration:
+    """A fixed MLX workload that uses nothing of this package: one 1024^3 float32 GEMM (compute-bound,
+    like the encoder and the prefill) and 8 GEMVs of 1x2048 @ 2048x8192 float32 (64 MB of weights
+    each: memory-bound, like a decode step). Its time moves only with the machine, its load and the
+    MLX / BLAS stack, so `funasr-nano bench compare` uses it to tell a slower machine from a slower
+    commit (both sides of a comparison should show the same calibration time)."""
+
+    number = 1
+    repeat = (10, 20, 10.0)
+    rounds = 1
+    warmup_time = 0.0
+    timeout = 600
+    version = c.SUITE_VERSION
+
+    def setup(self):
+        import mlx.core as mx
+
+        key = mx.random.key(0)
+        k1, k2, k3, k4 = mx.random.split(key, 4)
+        self.a = mx.random.normal((1024, 1024), key=k1)
+        self.b = mx.random.normal((1024, 1024), key=k2)
+        self.x = mx.random.normal((1, 2048), key=k3)
+        self.w = mx.random.normal((2048, 8192), key=k4)
+        c.sync(self.a, self.b, self.x, self.w)
+        self.time_calibration()  # first-call costs (BLAS load, allocations)
+
+    def time_calibration(self):
+        y = self.a @ self.b
+        z = [self.x @ self.w + i for i in range(8)]
+        c.sync(y, *z)

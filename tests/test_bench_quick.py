@@ -151,3 +151,14 @@ def test_compare_runs_asv_compare(tmp_path):
     assert out.returncode == 0, log  # factor 1000: nothing can count as a regression
     assert "Before [baseline]" in log and "After [worktree]" in log
     assert "stages.DecodeStep.time_decode_step('fp32', 1, 5)" in log
+
+
+def test_calibration_ratio(tmp_path):
+    cols = ["result", "params", "version", "started_at", "duration"]
+    for label, v in (("baseline", 0.10), ("worktree", 0.15)):
+        (tmp_path / f"{label}-env.json").write_text(json.dumps({
+            "commit_hash": label, "env_name": "env", "result_columns": cols,
+            "results": {quick.CALIBRATION[0]: [[v], [], "1", 0, 1.0]}}))
+    assert abs(quick.calibration_ratio(tmp_path) - 1.5) < 1e-9
+    (tmp_path / "worktree-env.json").unlink()
+    assert quick.calibration_ratio(tmp_path) is None

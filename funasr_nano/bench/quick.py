@@ -82,10 +82,13 @@ SENTINELS = [
     ("decode.Decode.time_generate", "fp32", 1, 5),
     ("e2e.Transcribe.time_transcribe", "fp32", 1, 5),
 ]
-QUICK += SENTINELS
+# A package-independent MLX GEMM + GEMV workload: tells a slower machine from a slower commit.
+CALIBRATION = ("meta.Calibration.time_calibration",)
+QUICK += SENTINELS + [CALIBRATION]
 REGRESS_EXTRA = [
     ("stages.DecodeStep.time_decode_step", "fp32", 1, 5),
     ("stages.Encoder.time_encoder", "fp32", 1, 5),
+    CALIBRATION,
 ]
 
 
@@ -402,6 +405,23 @@ def _relabel(path: Path, label: str, dest_dir: Path, env_name: str | None = None
     return out
 
 
+def calibration_ratio(mdir: Path) -> float | None:
+    """worktree / baseline median of the calibration benchmark, when both sides have it."""
+    vals = {}
+    for label in ("baseline", "worktree"):
+        for p in mdir.glob(f"{label}-*.json"):
+            d = json.loads(p.read_text())
+            row = d.get("results", {}).get(CALIBRATION[0])
+            if row:
+                v = dict(zip(d.get("result_columns", ["result"]), row)).get("result")
+                v = v[0] if isinstance(v, list) else v
+                if isinstance(v, (int, float)) and v == v:
+                    vals[label] = float(v)
+    if len(vals) == 2 and vals["baseline"] > 0:
+        return vals["worktree"] / vals["baseline"]
+    return None
+
+
 def worsened_rows(compare_output: str) -> list[str]:
     """Rows of ``asv compare``'s table marked ``+`` (slower, significant) or ``!`` (newly failing)."""
     return [line for line in compare_output.splitlines() if re.match(r"^\|\s*[+!]\s*\|", line)]
@@ -424,40 +444,76 @@ def cmd_compare(args) -> int:
     results_dir = Path(args.results_dir).resolve() if args.results_dir else root / conf.get("results_dir", "results")
     entries = SENTINELS + REGRESS_EXTRA
     bench_names = sorted({e[0] for e in entries})
-    base = find_baseline(results_dir, name, root, args.baseline, bench_names)
-    base_data = json.loads(base.read_text())
-    # The baseline's interpreter when it is still there: same environment name, same Python.
-    python = args.python or (base_data.get("python") if os.path.exists(str(base_data.get("python"))) else None) \
-        or sys.executable
-    print(f"[compare] machine {name}; baseline {base}; python {python}", flush=True)
-
     scratch = Path(args.scratch).resolve() if args.scratch else root / ".asv" / "regress"
     if scratch.exists():
         shutil.rmtree(scratch)
     (scratch / "results").mkdir(parents=True)
     cpath = scratch_conf(root, conf, scratch)
-    prepare_checkpoint(root, env, python)
     head, _ = head_commit(root)
     sel = args.bench or selectors(entries)
-    asv_args = ["run", "--config", str(cpath), "-E", f"existing:{python}", "--machine", name,
-                "--set-commit-hash", head, "--record-samples", "--show-stderr", "--launch-method", "spawn"]
-    for s in sel:
-        asv_args += ["-b", s]
-    rc = run_asv(asv_args, root, env)
     mdir = scratch / "results" / name
-    new = _result_files(scratch / "results", name)
+
+    def measure(label: str, code_root: Path, commit: str) -> list[Path]:
+        """Run the selection with the package from ``code_root`` (benchmarks: this checkout's) and
+        file the results under ``label``."""
+        e = dict(env)
+        for var in ("ASV_PYTHONPATH", "PYTHONPATH"):
+            rest = [p for p in e.get(var, "").split(os.pathsep) if p and p != str(root)]
+            e[var] = os.pathsep.join([str(code_root)] + rest)
+        asv_args = ["run", "--config", str(cpath), "-E", f"existing:{python}", "--machine", name,
+                    "--set-commit-hash", commit, "--record-samples", "--show-stderr", "--launch-method", "spawn"]
+        for s_ in sel:
+            asv_args += ["-b", s_]
+        print(f"[compare] measuring {label} ({code_root})", flush=True)
+        rc_ = run_asv(asv_args, root, e)
+        files = [p for p in _result_files(scratch / "results", name) if not p.name.startswith(("baseline-", "worktree-"))]
+        out_files = []
+        for p in files:
+            out_files.append(_relabel(p, label, mdir, env_name=None))
+            p.unlink()
+        if rc_ != 0:
+            print(f"[compare] asv run for {label} exited with {rc_}", flush=True)
+        return out_files
+
+    if args.rerun_baseline:
+        # Measure the baseline commit now, back to back with the working tree, instead of trusting
+        # a stored result from another time (and another machine load).
+        rev = args.baseline or "HEAD"
+        full = git(root, "rev-parse", rev + "^{commit}")
+        src = scratch / "baseline-src"
+        src.mkdir(parents=True)
+        archive = subprocess.run(["git", "archive", "--format=tar", full], cwd=root, capture_output=True, check=True)
+        subprocess.run(["tar", "-x", "-C", str(src)], input=archive.stdout, check=True)
+        python = args.python or sys.executable
+        print(f"[compare] machine {name}; baseline = commit {full[:8]} measured now; python {python}", flush=True)
+        prepare_checkpoint(root, env, python)
+        base_files = measure("baseline", src, full)
+        new = measure("worktree", root, head)
+        if not base_files:
+            print("[compare] error: the baseline run produced no results", file=sys.stderr)
+            return 2
+    else:
+        base = find_baseline(results_dir, name, root, args.baseline, bench_names)
+        base_data = json.loads(base.read_text())
+        # The baseline's interpreter when it is still there: same environment name, same Python.
+        python = args.python or (base_data.get("python") if os.path.exists(str(base_data.get("python"))) else None) \
+            or sys.executable
+        print(f"[compare] machine {name}; baseline {base}; python {python}", flush=True)
+        prepare_checkpoint(root, env, python)
+        new = measure("worktree", root, head)
+        base_env = base_data.get("env_name")
+        for p in list(new):
+            env_here = json.loads(p.read_text()).get("env_name")
+            if base_env and env_here != base_env:
+                print(f"[compare] note: filing the working-tree results under the baseline's environment name "
+                      f"{base_env!r} (was {env_here!r}) so asv compares them", flush=True)
+                new.remove(p)
+                new.append(_relabel(p, "worktree", mdir, env_name=base_env))
+                p.unlink()
+        _relabel(base, "baseline", mdir)
     if not new:
         print("[compare] error: the working-tree run produced no results", file=sys.stderr)
         return 2
-    base_env = base_data.get("env_name")
-    for p in new:
-        env_here = json.loads(p.read_text()).get("env_name")
-        if base_env and env_here != base_env:
-            print(f"[compare] note: filing the working-tree results under the baseline's environment name "
-                  f"{base_env!r} (was {env_here!r}) so asv compares them", flush=True)
-        _relabel(p, "worktree", mdir, env_name=base_env)
-        p.unlink()
-    _relabel(base, "baseline", mdir)
     if not (scratch / "results" / "benchmarks.json").exists() and (results_dir / "benchmarks.json").exists():
         shutil.copy(results_dir / "benchmarks.json", scratch / "results" / "benchmarks.json")
     cmp_args = ["compare", "--config", str(cpath), "--machine", name, "--factor", str(args.factor),
@@ -475,12 +531,21 @@ def cmd_compare(args) -> int:
     worse = worsened_rows(out.stdout)
     if out.returncode not in (0, 1):
         return 2
+    cal = calibration_ratio(mdir)
+    if cal is not None:
+        print(f"[compare] calibration (package-independent MLX GEMM+GEMV): worktree/baseline = {cal:.2f}", flush=True)
+    # A slower machine can fake a regression, a faster one can hide it: then the verdict is open.
+    if cal is not None and ((worse and cal > args.factor) or (not worse and cal < 1 / args.factor)):
+        print(f"[compare] INCONCLUSIVE: the calibration workload itself changed by x{cal:.2f}, so the machine "
+              "(its load, clocks or MLX/BLAS) differs between the two measurements; rerun when the machine "
+              "is quiet, or with --rerun-baseline to measure both sides back to back", flush=True)
+        return 3
     if worse:
         print(f"[compare] REGRESSION: {len(worse)} benchmark(s) slower than the baseline by more than "
               f"x{args.factor} and statistically different (or newly failing)", flush=True)
         return 1
-    print(f"[compare] no regression beyond x{args.factor} (asv run exit status {rc})", flush=True)
-    return 0 if rc == 0 else 2
+    print(f"[compare] no regression beyond x{args.factor}", flush=True)
+    return 0
 
 
 # ----- CLI ---------------------------------------------------------------------------------------------
@@ -510,7 +575,12 @@ def build_parser():
         q.add_argument("--report-dir", default=None, help="report output (default <results>/report)")
         q.add_argument("--results-dir", default=None, help="store results here instead of asv.conf.json's")
     _common(c)
-    c.add_argument("--baseline", default=None, help="commit whose stored results are the baseline (default: newest)")
+    c.add_argument("--baseline", default=None,
+                   help="commit whose stored results are the baseline (default: the newest stored result); "
+                        "with --rerun-baseline the commit to measure (default HEAD)")
+    c.add_argument("--rerun-baseline", action="store_true",
+                   help="measure the baseline commit now (git archive into the scratch folder), back to back "
+                        "with the working tree, instead of reading a stored result: for noisy machines")
     c.add_argument("--factor", type=float, default=1.1, help="slowdown ratio that counts (default 1.1, asv's)")
     c.add_argument("--bench", "-b", action="append", help="asv -b regex replacing the sentinel selection")
     c.add_argument("--only-changed", action="store_true", help="print only changed benchmarks")
