@@ -136,7 +136,8 @@ step_sweep() {
 }
 
 step_asv() {
-  if [ ! -d .git ]; then
+  if ! git rev-parse -q --verify HEAD >/dev/null 2>&1; then
+    rm -rf .git  # the device's copy of the tree may hold a .git that is not a usable repository
     if ! command -v git >/dev/null; then log "no git on this machine: asv cannot file results; skipped"; return 1; fi
     [ -f "$STASH/repo.bundle" ] || { log "no $STASH/repo.bundle (carry .whl in the stage call)"; return 1; }
     git config --global --add safe.directory '*'
