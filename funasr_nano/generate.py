@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import mlx.core as mx
 
+from .precision import check_finite
+
 
 @dataclass(frozen=True)
 class RepetitionGuard:
@@ -112,7 +114,9 @@ def iter_decode(asr, embeds: mx.array, valid: mx.array | None, offsets: mx.array
         h = llm.hidden(embeds.astype(asr.dtype), cache, positions=0, mask="causal" if s > 1 else None)
     else:
         h = llm.hidden(embeds.astype(asr.dtype), cache, positions=offsets, mask=_prefill_mask(valid)[:, None])
-    token = mx.argmax(llm.logits(h[:, -1]), axis=-1)
+    logits = llm.logits(h[:, -1])  # left padding: the last row is real for every batch row
+    check_finite(logits, "logits", getattr(asr, "preset", None))  # fp16 overflow -> clear error
+    token = mx.argmax(logits, axis=-1)
     mx.eval(token)
     prefill_s = time.perf_counter() - t0
 
