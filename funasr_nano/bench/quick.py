@@ -422,6 +422,29 @@ def calibration_ratio(mdir: Path) -> float | None:
     return None
 
 
+def tidy_compare_output(text: str) -> str:
+    """asv compare's tables without the rows that have no ratio (parameter sets measured on one side
+    only: the rest of the grid, baseline-only benchmarks) and without sections left empty."""
+    blocks, cur = [], []
+    for line in text.splitlines():
+        if re.match(r"^\|\s*\|[^|]*\|[^|]*\|\s*n/a\s*\|", line):
+            continue
+        cur.append(line)
+        if not line.strip():
+            blocks.append(cur)
+            cur = []
+    blocks.append(cur)
+    out = []
+    for i, b in enumerate(blocks):
+        rows = [ln for ln in b if ln.startswith("|") and not ln.startswith(("| Change", "|---"))]
+        if any(ln.startswith("| Change") for ln in b) and not rows:
+            if out and out[-1] and out[-1][0].rstrip().endswith(":"):
+                out.pop()  # the section title that introduced this empty table
+            continue
+        out.append(b)
+    return "\n".join(line for b in out for line in b).rstrip("\n") + "\n"
+
+
 def worsened_rows(compare_output: str) -> list[str]:
     """Rows of ``asv compare``'s table marked ``+`` (slower, significant) or ``!`` (newly failing)."""
     return [line for line in compare_output.splitlines() if re.match(r"^\|\s*[+!]\s*\|", line)]
@@ -523,10 +546,7 @@ def cmd_compare(args) -> int:
     cmd = [sys.executable, "-m", "asv", *cmp_args]
     print("$ " + " ".join(_quote(a) for a in cmd), flush=True)
     out = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True)
-    # parameter sets measured on neither side (the rest of the grid) only add noise to the table
-    shown = [line for line in out.stdout.splitlines()
-             if not re.match(r"^\|\s*\|[^|]*\|[^|]*\|\s*n/a\s*\|", line)]  # no ratio: measured on one side only
-    sys.stdout.write("\n".join(shown) + "\n")
+    sys.stdout.write(tidy_compare_output(out.stdout))
     sys.stderr.write(out.stderr)
     worse = worsened_rows(out.stdout)
     if out.returncode not in (0, 1):
