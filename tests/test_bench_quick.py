@@ -135,6 +135,15 @@ def test_compare_helpers(tmp_path):
              "| +        | 1.00±0.01s          | 2.00±0.01s         |    2.00 | decode.Decode.time_generate('fp32', 1, 5) |\n"
              "|          | 1.00±0.01s          | 1.01±0.01s         |    1.01 | e2e.Transcribe.time_transcribe('fp32', 1, 5) |\n")
     assert len(quick.worsened_rows(table)) == 1
+    noisy = ("Benchmarks that have stayed the same:\n\n"
+             "| Change   | Before [baseline]   | After [worktree]   | Ratio   | Benchmark (Parameter)   |\n"
+             "|----------|---------------------|--------------------|---------|-------------------------|\n"
+             "|          | n/a                 | n/a                | n/a     | x('bf16', 1, 5)         |\n"
+             "|          | 3.38G               | n/a                | n/a     | memory.y('fp32', 1, 5)  |\n\n"
+             "Benchmarks that have got worse:\n\n" + table)
+    tidy = quick.tidy_compare_output(noisy)
+    assert "stayed the same" not in tidy and "n/a" not in tidy
+    assert quick.worsened_rows(tidy) == quick.worsened_rows(table)
 
 
 def test_compare_runs_asv_compare(tmp_path):
