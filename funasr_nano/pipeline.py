@@ -194,17 +194,12 @@ class FunASRNanoASR:
             feats, lengths = fe.batch_features_mx(wavs, self.cfg.frontend)
             mx.eval(feats)
         else:
-            rows_np = [self.features(w) for w in wavs]
-            lengths = np.array([f.shape[0] for f in rows_np], np.int32)
+            feats, lengths = fe.batch_features(wavs, self.cfg.frontend)
         for i, n in enumerate(lengths):
             if n == 0:
                 where = audios[i] if isinstance(audios[i], (str, Path)) else f"clip {i}"
                 raise AudioError(f"{where}: audio too short ({wavs[i].shape[0]} samples): "
                                  f"the fbank needs at least one frame")
-        if self.frontend_backend != "mlx":
-            feats = np.zeros((len(rows_np), int(lengths.max()), rows_np[0].shape[1]), np.float32)
-            for i, f in enumerate(rows_np):
-                feats[i, : f.shape[0]] = f
         timings["frontend"] = time.perf_counter() - t0
         if len(wavs) == 1:
             enc = _eval_time(self.encode, feats[:1, : int(lengths[0])], timings=timings, key="encoder")
