@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import mlx.core as mx
 
+from .precision import no_dense_path
+
 BUCKET = 256  # buffer lengths are rounded up to this, so few shapes get compiled
 
 
@@ -57,6 +59,10 @@ def make_step(llm, return_logits: bool = False):
     -> (next_token[B] or logits[B, V], keys, values)` for this decoder."""
 
     def step(token, write_idx, base_pos, kv_valid, keys, values):
+        with no_dense_path():
+            return _step(token, write_idx, base_pos, kv_valid, keys, values)
+
+    def _step(token, write_idx, base_pos, kv_valid, keys, values):
         length = kv_valid.shape[1]
         mask = (kv_valid & (mx.arange(length)[None, :] <= write_idx))[:, None, None, :]
         positions = base_pos + write_idx

@@ -55,6 +55,7 @@ MLX ones either way.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 from dataclasses import dataclass, field
@@ -366,7 +367,24 @@ def _canonical(plan: PrecisionPlan) -> str:
 # --------------------------------------------------------------------------------------------
 
 
+_DENSE_PATH_OFF = [False]
+
+
+@contextlib.contextmanager
+def no_dense_path():
+    """Keep quantized layers on `quantized_matmul` while tracing a compiled function: the dense
+    path evaluates blocks eagerly, which `mx.compile` does not allow."""
+    before = _DENSE_PATH_OFF[0]
+    _DENSE_PATH_OFF[0] = True
+    try:
+        yield
+    finally:
+        _DENSE_PATH_OFF[0] = before
+
+
 def _dense_path(x: mx.array) -> bool:
+    if _DENSE_PATH_OFF[0]:
+        return False
     rows = x.size // max(x.shape[-1], 1) if x.ndim else 1
     return rows >= DEQUANT_MIN_ROWS and mx.default_device().type == mx.cpu
 

@@ -56,3 +56,14 @@ def test_compiled_batched_decode_equals_uncompiled(asr):
     fast = greedy_decode(asr, embeds, valid, offsets, 10, asr.stop_ids, ignore_eos=True)
     assert fast.tokens == slow.tokens
     assert all(len(t) == 10 for t in fast.tokens)
+
+
+def test_compiled_decode_with_quantized_batch(tiny_ckpt):
+    """A 4-row batch would take the CPU dequantize path, which evaluates eagerly and cannot be
+    traced; the compiled step must keep quantized layers on quantized_matmul instead."""
+    q4 = funasr_nano.load(tiny_ckpt, preset="q4-g32")
+    wavs = [speech_like(s, 1) for s in (1.0, 1.5, 2.0, 2.5)]
+    fast = [r.tokens for r in q4.transcribe_batch(wavs, max_new_tokens=6, ignore_eos=True)]
+    q4.compiled_decode = False
+    slow = [r.tokens for r in q4.transcribe_batch(wavs, max_new_tokens=6, ignore_eos=True)]
+    assert fast == slow and all(len(t) == 6 for t in fast)
