@@ -86,6 +86,19 @@ def _prefill_mask(valid: mx.array) -> mx.array:
     return (causal[None] & valid[:, None, :]) | mx.eye(s, dtype=mx.bool_)[None]
 
 
+def _use_compiled(asr, rows: int) -> bool:
+    """`asr.compiled_decode`: True / False force it; None (default) picks it on GPUs, where the
+    graph-building time per step matters, and on the CPU only below the row count at which
+    quantized layers switch to their dequantize-then-GEMM path (that path cannot be traced and
+    beats `quantized_matmul` there)."""
+    choice = getattr(asr, "compiled_decode", None)
+    if choice is not None:
+        return bool(choice)
+    from .precision import DEQUANT_MIN_ROWS
+
+    return mx.default_device() == mx.gpu or rows < DEQUANT_MIN_ROWS
+
+
 def greedy_decode(asr, embeds, valid, offsets, max_new_tokens, stop_ids, ignore_eos=False,
                   guard=None) -> DecodeResult:
     """Greedy decoding for a [B, S, D] batch; see `iter_decode`."""
@@ -125,7 +138,7 @@ def iter_decode(asr, embeds: mx.array, valid: mx.array | None, offsets: mx.array
     reasons = [None] * b
     steps = 0
     n_done = 0
-    fast = max_new_tokens > 1 and getattr(asr, "compiled_decode", True)
+    fast = max_new_tokens > 1 and _use_compiled(asr, b)
     if fast:
         from .fast_decode import StaticKV
 

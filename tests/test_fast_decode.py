@@ -62,6 +62,7 @@ def test_compiled_decode_with_quantized_batch(tiny_ckpt):
     """A 4-row batch would take the CPU dequantize path, which evaluates eagerly and cannot be
     traced; the compiled step must keep quantized layers on quantized_matmul instead."""
     q4 = funasr_nano.load(tiny_ckpt, preset="q4-g32")
+    q4.compiled_decode = True  # the automatic choice would skip compiling for 4 CPU rows
     wavs = [speech_like(s, 1) for s in (1.0, 1.5, 2.0, 2.5)]
     fast = [r.tokens for r in q4.transcribe_batch(wavs, max_new_tokens=6, ignore_eos=True)]
     q4.compiled_decode = False
