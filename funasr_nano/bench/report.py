@@ -230,9 +230,16 @@ def machine_section(rs: ResultSet, machine: str, commit: str | None = None, seco
     weights = WEIGHTS_TEXT[kind]
     if run.get("checkpoint") and kind == "real":
         weights += f" `{run['checkpoint']}`"
-    foot.append(f"Weights: {weights}. Commit `{commit}`"
-                + (f" ({run['mode']} suite" + (f", {run['wall_seconds']:.0f} s wall" if run.get("wall_seconds") else "")
-                   + ")" if run.get("mode") else "") + ".")
+    runs = rs.runs_of(machine, commit)
+    how = ""
+    if runs:
+        walls = [r["wall_seconds"] for r in runs if r.get("wall_seconds")]
+        how = f" ({runs[-1].get('mode', '?')} suite"
+        how += (f", {len(runs)} runs, {sum(walls):.0f} s wall in total" if len(runs) > 1 else
+                f", {walls[0]:.0f} s wall" if walls else "")
+        how += ", uncommitted changes in the working tree" if any(r.get("dirty") for r in runs) else ""
+        how += ")"
+    foot.append(f"Weights: {weights}. Commit `{commit}`{how}.")
     foot.append("RTF = compute s / audio s (lower is better), RTFx = 1/RTF; decode ms/tok = marginal wall time of "
                 "one greedy step of the package's decode loop; prefill ms/tok = one prefill / prompt tokens; "
                 "peak mem = MLX peak during one transcription incl. weights; fidelity = teacher-forced vs fp32.")
@@ -265,6 +272,13 @@ def _plt():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def _log_if_spread(ax, values, spread: float = 20.0):
+    """Log y axis when the values span more than ``spread``x (a GPU next to a 2-core CPU)."""
+    vals = [v for v in values if v and v > 0]
+    if vals and max(vals) / min(vals) > spread:
+        ax.set_yscale("log")
 
 
 def _synth_note(fig, kind: str | None):
@@ -376,6 +390,8 @@ def machines_chart(rs: ResultSet, out: Path, machines=None, commit: str | None =
             if v is not None:
                 ax.annotate(f"{v:.3g}", (x, v), ha="center", va="bottom", fontsize=7)
     unit = rs.benchmarks.get(benchmark, {}).get("unit", "")
+    _log_if_spread(ax, [v for m in have for p in presets
+                        for v in [rs.value(benchmark, m, commit, preset=p, batch=batch, seconds=seconds)] if v])
     ax.set_xticks(range(len(presets)), presets)
     ax.set_ylabel(f"{benchmark.rsplit('.', 1)[-1]} [{unit}] (lower is better)")
     kind = _worst_kind(kinds)
@@ -425,6 +441,7 @@ def history_chart(rs: ResultSet, out: Path, benchmark: str = DEFAULT_HISTORY, pa
         kinds.append(k)
         ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3,
                     label=m + ({"synthetic": " (synthetic)", "synthetic-tiny": " (synthetic tiny)"}.get(k, "")))
+    _log_if_spread(ax, [p[2] for pts in series.values() for p in pts])
     ax.set_xticks(range(len(order)), [c[:8] for _, c in order], rotation=45, ha="right", fontsize=8)
     unit = meta.get("unit", "")
     ax.set_ylabel(f"{unit} (lower is better)")

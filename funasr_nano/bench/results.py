@@ -126,6 +126,10 @@ class ResultSet:
         k = self.weights_kind(machine, commit)
         return None if k is None else k != "real"
 
+    def runs_of(self, machine: str, commit: str) -> list:
+        """runs.jsonl records of that commit on that machine, oldest first."""
+        return [r for r in self.runs.get(machine, []) if str(r.get("commit", "")).startswith(commit[:8])]
+
     def run_info(self, machine: str, commit: str) -> dict:
         for run in reversed(self.runs.get(machine, [])):
             if str(run.get("commit", "")).startswith(commit[:8]):
