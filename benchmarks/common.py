@@ -26,7 +26,6 @@ change); parameter sets a commit or machine cannot run are skipped from ``setup`
 
 from __future__ import annotations
 
-import math
 import os
 import statistics
 import time
@@ -311,7 +310,3 @@ class ModelBenchmark:
             fn(*args)
             sync()
             ModelBenchmark._warmed.add(k)
-
-
-def nan():
-    return math.nan
