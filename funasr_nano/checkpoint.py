@@ -22,6 +22,7 @@ import collections
 import hashlib
 import io
 import json
+import math
 import os
 import pickle
 import re
@@ -206,10 +207,7 @@ class _TensorRef(_Frozen):
 
     @property
     def numel(self) -> int:
-        n = 1
-        for s in self.shape:
-            n *= s
-        return n
+        return math.prod(self.shape)
 
     @property
     def nbytes(self) -> int:
@@ -626,10 +624,7 @@ class _Entry:
 
     @property
     def numel(self) -> int:
-        n = 1
-        for s in self.shape:
-            n *= s
-        return n
+        return math.prod(self.shape)
 
 
 def _describe(value) -> tuple[tuple, _DType]:

@@ -49,6 +49,9 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tools/
+from compare_reference import _json_safe  # noqa: E402  (one strict-JSON helper for both tools)
+
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[2]
@@ -59,17 +62,6 @@ N_BASE_CLIPS = 4
 WARMUP_TOKENS = 4
 
 
-def _json_safe(x):
-    """NaN/inf -> None (strict JSON), numpy scalars -> Python numbers."""
-    if isinstance(x, dict):
-        return {k: _json_safe(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_json_safe(v) for v in x]
-    if hasattr(x, "item") and not isinstance(x, (str, bytes)):
-        x = x.item()
-    if isinstance(x, float) and (x != x or x in (float("inf"), float("-inf"))):
-        return None
-    return x
 
 
 def pinned_tokens(seconds: float, tps: float) -> int:
