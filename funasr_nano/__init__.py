@@ -3,6 +3,12 @@ benchmark it. `load()` a checkpoint directory or repo id, then `transcribe()`.""
 
 __version__ = "0.1.0"
 
+# Before anything imports mlx.core: on Linux, give MLX's CPU backend OpenBLAS instead of the
+# reference BLAS its wheel links (see funasr_nano/blas.py).
+from . import blas as _blas
+
+_blas.setup()
+
 
 def load(path_or_repo, dtype="float32", audio_dtype="float32", cache_dir=None, preset=None):
     """Load a checkpoint; see `funasr_nano.pipeline.load`."""

@@ -2,10 +2,8 @@
 
 The Linux ``mlx[cpu]`` wheel bundles the netlib *reference* BLAS (``mlx_cpu.libs/libblas-*.so``):
 correct but unblocked and single-threaded, several times slower than OpenBLAS for the encoder and
-prefill GEMMs. Preloading OpenBLAS makes MLX's ``cblas_sgemm`` calls resolve to it::
-
-    apt-get install -y libopenblas0-pthread
-    LD_PRELOAD=/usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.so.0 python ...
+prefill GEMMs. ``import funasr_nano`` loads OpenBLAS for MLX before ``mlx.core`` is imported
+(`funasr_nano.blas`); ``LD_PRELOAD`` of an OpenBLAS library does the same for any process.
 
 `blas_info()` finds the library that actually provides ``cblas_sgemm`` to MLX; `backend_info()`
 describes the device for machine fingerprints.
@@ -21,8 +19,9 @@ import sys
 import warnings
 from pathlib import Path
 
-OPENBLAS_FIX = ("apt-get install -y libopenblas0-pthread && "
-                "export LD_PRELOAD=/usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.so.0")
+OPENBLAS_FIX = ("import funasr_nano before mlx.core (it loads OpenBLAS from the scipy-openblas32 package, "
+                "see funasr_nano/blas.py), or export LD_PRELOAD=<the path `python -c \"import funasr_nano.blas as b; "
+                "print(b.library_for_preload())\"` prints>")
 _SYMBOL = "cblas_sgemm"
 
 

@@ -5,13 +5,13 @@
 #   bash scripts/quick_bench.sh --dry-run  # same, but asv saves nothing
 #   FUNASR_NANO_MODEL=/path/to/Fun-ASR-Nano-2512 bash scripts/quick_bench.sh   # a real checkpoint
 #
-# Steps: (1) on Linux, install OpenBLAS (libopenblas0-pthread) when apt-get can, because the
-# mlx[cpu] wheel bundles the reference BLAS; `funasr-nano bench` preloads it for the benchmark
-# processes and records which BLAS ran. (2) `pip install -e .[bench]` (asv 0.6.6, matplotlib) into
+# Steps: (1) `pip install -e .[bench]` (asv 0.6.6, matplotlib) into
 # the current interpreter, or into ./.venv when the system Python refuses pip (PEP 668).
-# (3) `python -m funasr_nano.bench.quick "$@"` (= `funasr-nano bench`): machine fingerprint,
+# (2) `python -m funasr_nano.bench.quick "$@"` (= `funasr-nano bench`): machine fingerprint,
 # synthetic real-shaped checkpoint (written once to ~/.cache/funasr_nano), asv run on the quick
 # selection, results in results/<machine>/, asv publish (.asv/html), table + charts (results/report).
+# On Linux, MLX's CPU backend gets OpenBLAS from the scipy-openblas32 dependency (funasr_nano/blas.py,
+# preloaded into the benchmark processes); the results record which BLAS ran.
 # Extra arguments go to `funasr-nano bench` (see `funasr-nano bench --help`).
 set -euo pipefail
 
@@ -21,31 +21,7 @@ t0=$(date +%s)
 
 say() { printf '[quick_bench] %s\n' "$*"; }
 
-# --- 1. OpenBLAS on Linux --------------------------------------------------------------------------------
-if [ "$(uname -s)" = "Linux" ] && [ "${FUNASR_NANO_NO_OPENBLAS:-0}" != "1" ]; then
-    have_openblas=0
-    for f in /usr/lib/*/openblas-pthread/libopenblas.so.0 /usr/lib/*/libopenblas.so.0 /usr/lib64/libopenblas*.so.0; do
-        [ -e "$f" ] && have_openblas=1
-    done
-    if [ "$have_openblas" = 0 ]; then
-        SUDO=""
-        if [ "$(id -u)" -ne 0 ]; then
-            if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then SUDO="sudo -n"; else SUDO="none"; fi
-        fi
-        if [ "$SUDO" != "none" ] && command -v apt-get >/dev/null 2>&1; then
-            say "installing OpenBLAS (libopenblas0-pthread) for MLX's CPU backend"
-            export DEBIAN_FRONTEND=noninteractive
-            $SUDO apt-get install -y -q libopenblas0-pthread >/dev/null 2>&1 \
-                || { $SUDO apt-get update -q >/dev/null 2>&1 && $SUDO apt-get install -y -q libopenblas0-pthread >/dev/null 2>&1; } \
-                || say "warning: could not install OpenBLAS: timings will run on the slow reference BLAS"
-        else
-            say "warning: OpenBLAS is not installed and cannot be installed here (no root/apt-get);"
-            say "         timings will run on the slow reference BLAS (recorded in the results)"
-        fi
-    fi
-fi
-
-# --- 2. the package with the bench extra --------------------------------------------------------------
+# --- 1. the package with the bench extra --------------------------------------------------------------
 if ! "$PY" -m pip --version >/dev/null 2>&1; then
     say "error: $PY has no pip"; exit 4
 fi
@@ -63,7 +39,7 @@ fi
 rm -f /tmp/quick_bench_pip.$$
 say "installed in $(( $(date +%s) - t0 )) s"
 
-# --- 3. the quick suite -------------------------------------------------------------------------------------
+# --- 2. the quick suite -------------------------------------------------------------------------------------
 set +e
 "$PY" -m funasr_nano.bench.quick "$@"
 rc=$?

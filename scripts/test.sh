@@ -9,8 +9,7 @@ python -m pip install --quiet --upgrade pip >/dev/null 2>&1 || true
 python -m pip install --quiet "torch==2.13.0"
 python -m pip install --quiet -e ".[reference,test,bench,eval]"
 
-# MLX's Linux CPU wheel links a reference BLAS that is ~25x slower than OpenBLAS on matmuls.
-# Results are identical either way; preloading OpenBLAS only makes the real-size tests faster.
-source scripts/openblas.sh
+# MLX's Linux CPU wheel links a reference BLAS; `import funasr_nano` gives it OpenBLAS from the
+# scipy-openblas32 dependency (funasr_nano/blas.py; tests/test_blas.py checks that it happened).
 
 exec python -m pytest -q tests "$@"

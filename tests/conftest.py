@@ -7,6 +7,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import pytest  # noqa: E402
 
+# Before any test module imports mlx.core: MLX's Linux CPU backend gets OpenBLAS (funasr_nano/blas.py).
+import funasr_nano  # noqa: E402,F401
+
 
 @pytest.fixture(scope="session")
 def tiny_ckpt(tmp_path_factory):

@@ -109,18 +109,24 @@ def test_main_json_no_write(capsys, tmp_path):
 
 @pytest.mark.skipif(platform.system() != "Linux", reason="LD_PRELOAD / BLAS choice is a Linux CPU matter")
 def test_blas_follows_ld_preload():
-    """The fingerprint reports the BLAS the process really uses: reference without OpenBLAS
-    preloaded, openblas with it (run in children: LD_PRELOAD acts at process start)."""
-    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+    """The fingerprint reports the BLAS the process really uses: reference with funasr_nano's
+    OpenBLAS set-up switched off and nothing preloaded, openblas with OpenBLAS preloaded or set up
+    at import (run in children: LD_PRELOAD acts at process start)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "FUNASR_NANO_BLAS")}
     cmd = [sys.executable, "-m", "funasr_nano.bench.machine", "--json", "--no-write"]
-    plain = json.loads(subprocess.check_output(cmd, env=env, text=True))
+    auto = json.loads(subprocess.check_output(cmd, env=env, text=True))
+    if auto["backend"] != "cpu":
+        pytest.skip("not the CPU backend")
+    assert auto["blas"] == "openblas"
+    plain = json.loads(subprocess.check_output(cmd, env={**env, "FUNASR_NANO_BLAS": "off"}, text=True))
     if plain["backend"] != "cpu":
         pytest.skip("not the CPU backend")
     assert plain["blas"] == "reference"
     assert plain["machine"].endswith("-cpu-reference")
     if not os.path.exists(OPENBLAS):
         pytest.skip("OpenBLAS not installed")
-    pre = json.loads(subprocess.check_output(cmd, env={**env, "LD_PRELOAD": OPENBLAS}, text=True))
+    pre = json.loads(subprocess.check_output(cmd, env={**env, "FUNASR_NANO_BLAS": "off", "LD_PRELOAD": OPENBLAS},
+                                             text=True))
     assert pre["blas"] == "openblas"
     assert pre["machine"].endswith("-cpu-openblas")
 

@@ -47,6 +47,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
+import funasr_nano  # noqa: E402,F401  before mlx.core: gives MLX's Linux CPU backend OpenBLAS (funasr_nano/blas.py)
+
 REFERENCE_DTYPES = ("fp32", "tf32", "bf16")
 
 

@@ -358,34 +358,24 @@ def describe(fp: dict) -> str:
     if fp.get("blas") == "reference":
         lib = openblas_library()
         if lib:
-            lines.append(f"  WARNING: this process uses MLX's slow reference BLAS, but OpenBLAS is installed ({lib}): "
-                         "`funasr-nano bench` preloads it for the benchmarks; for manual asv runs "
-                         f"`export LD_PRELOAD={lib}` (or pass --preload-openblas here).")
+            lines.append(f"  WARNING: this process uses MLX's slow reference BLAS, but OpenBLAS is available ({lib}): "
+                         "`import funasr_nano` before `mlx.core` loads it; `funasr-nano bench` preloads it for "
+                         f"the benchmarks; for manual asv runs `export LD_PRELOAD={lib}` (or pass --preload-openblas here).")
         else:
-            lines.append("  WARNING: MLX runs on the slow reference BLAS; install OpenBLAS "
-                         "(apt-get install libopenblas0-pthread) before timing anything on this machine.")
+            lines.append("  WARNING: MLX runs on the slow reference BLAS; `pip install scipy-openblas32` (and a C "
+                         "compiler) or `apt-get install libopenblas0-pthread` before timing anything on this machine.")
     return "\n".join(lines)
 
 
-OPENBLAS_CANDIDATES = (
-    "/usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.so.0",
-    "/usr/lib/aarch64-linux-gnu/openblas-pthread/libopenblas.so.0",
-    "/usr/lib/x86_64-linux-gnu/libopenblas.so.0",
-    "/usr/lib/aarch64-linux-gnu/libopenblas.so.0",
-    "/usr/lib64/libopenblas.so.0",
-    "/usr/lib64/libopenblasp.so.0",
-    "/usr/lib/libopenblas.so.0",
-)
-
-
 def openblas_library() -> str | None:
-    """Path of an installed OpenBLAS shared library (Linux), or None."""
+    """The OpenBLAS library `funasr_nano` gives MLX on Linux (the sgemv-forwarding shim over
+    scipy-openblas32, else a system libopenblas), for ``LD_PRELOAD`` in benchmark processes; None
+    when there is none or off Linux."""
     if platform.system() != "Linux":
         return None
-    for p in OPENBLAS_CANDIDATES:
-        if os.path.exists(p):
-            return p
-    return None
+    from funasr_nano import blas as blas_mod
+
+    return blas_mod.library_for_preload()
 
 
 def fingerprint_with_openblas(name: str | None = None) -> dict:

@@ -161,13 +161,18 @@ def bench_env(use_openblas: bool = True, quick: bool = True, extra: dict | None 
         if "openblas" in pre:
             note = f"OpenBLAS already preloaded ({pre})"
         else:
+            # The benchmark modules may import mlx.core before funasr_nano, so the library that
+            # `import funasr_nano` would load is preloaded instead (funasr_nano/blas.py).
             lib = openblas_path()
             if lib:
                 env["LD_PRELOAD"] = (lib + " " + pre).strip()
                 note = f"preloading OpenBLAS for MLX: LD_PRELOAD={lib}"
             else:
-                note = ("OpenBLAS not found: MLX will use its bundled reference BLAS (slow GEMMs). "
-                        "Install it: apt-get install -y libopenblas0-pthread")
+                from .. import blas as blas_mod
+
+                note = ("OpenBLAS not available: MLX will use its bundled reference BLAS (slow GEMMs): "
+                        f"{blas_mod.status().get('detail')}. Install scipy-openblas32 and a C compiler, "
+                        "or apt-get install -y libopenblas0-pthread")
     if quick:
         env.setdefault("FUNASR_NANO_BENCH_REPEAT", "1")
     env.update(extra or {})
