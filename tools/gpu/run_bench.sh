@@ -17,6 +17,8 @@
 #            -> $OUT/sweep.json, $OUT/sweep.md, $OUT/sweep.log
 #   asv      the quick asv suite (funasr_nano.bench.quick) with -E existing:python3, results filed
 #            under the bundled HEAD -> $OUT/asv_results.tgz (results/<machine>/ + report), $OUT/asv.log
+#   probe    tools/gpu/probe_decode.py: batch-1 decode step variants (fp32, bf16, q4; default env and
+#            PROBE_ENV, e.g. "MLX_MAX_OPS_PER_BUFFER=1000") -> $OUT/probe.json, $OUT/probe.log
 #   part1 = mlx check ckpt compare sweep        part2 = mlx check ckpt asv
 #
 # Everything keeps to DEADLINE seconds (default 570) from the script's start: compare and asv run
@@ -135,6 +137,15 @@ step_sweep() {
   log "sweep exit ${PIPESTATUS[0]}"
 }
 
+step_probe() {
+  local envs=() e
+  for e in ${PROBE_ENV:-MLX_MAX_OPS_PER_BUFFER=1000}; do envs+=(--env "$e"); done
+  log "probe (timeout $(( $(left) - 10 ))s)"
+  timeout "$(( $(left) - 10 ))" "$PY" tools/gpu/probe_decode.py --model "$CKPT" --preset fp32 --preset bf16 \
+    --preset q4 --steps "${PROBE_STEPS:-64}" "${envs[@]}" --json "$OUT/probe.json" 2>&1 | tee "$OUT/probe.log"
+  log "probe exit ${PIPESTATUS[0]}"
+}
+
 step_asv() {
   if ! git rev-parse -q --verify HEAD >/dev/null 2>&1; then
     rm -rf .git  # the device's copy of the tree may hold a .git that is not a usable repository
@@ -191,7 +202,7 @@ for s in "$@"; do
     part1) steps+=(mlx check ckpt compare sweep) ;;
     part2) steps+=(mlx check ckpt asv) ;;
     all) steps+=(mlx check ckpt compare sweep asv) ;;
-    stage|mlx|check|ckpt|compare|sweep|asv) steps+=("$s") ;;
+    stage|mlx|check|ckpt|compare|sweep|asv|probe) steps+=("$s") ;;
     *) echo "unknown step $s" >&2; exit 2 ;;
   esac
 done
