@@ -41,15 +41,11 @@ def _layer_step(layer, x, k_buf, v_buf, positions, write_idx, mask):
     attn = layer.self_attn
     b = x.shape[0]
     h = layer.input_layernorm(x)
-    q = attn.q_norm(attn.q_proj(h).reshape(b, 1, attn.n_heads, -1)).transpose(0, 2, 1, 3)
-    k = attn.k_norm(attn.k_proj(h).reshape(b, 1, attn.n_kv, -1)).transpose(0, 2, 1, 3)
-    v = attn.v_proj(h).reshape(b, 1, attn.n_kv, -1).transpose(0, 2, 1, 3)
-    q = mx.fast.rope(q, attn.head_dim, traditional=False, base=attn.rope_theta, scale=1.0, offset=positions)
-    k = mx.fast.rope(k, attn.head_dim, traditional=False, base=attn.rope_theta, scale=1.0, offset=positions)
+    q, k, v = attn.heads(*attn.project(h), positions)
     k_buf = mx.slice_update(k_buf, k.astype(k_buf.dtype), write_idx, axes=(2,))
     v_buf = mx.slice_update(v_buf, v.astype(v_buf.dtype), write_idx, axes=(2,))
     o = mx.fast.scaled_dot_product_attention(q, k_buf, v_buf, scale=attn.head_dim ** -0.5, mask=mask)
-    x = x + attn.o_proj(o.transpose(0, 2, 1, 3).reshape(b, 1, -1))
+    x = x + attn.o_proj(o.reshape(b, 1, -1))
     x = x + layer.mlp(layer.post_attention_layernorm(x))
     return x, k_buf, v_buf
 

@@ -7,6 +7,8 @@ form), grouped-query attention, SwiGLU MLP, tied or separate output head. Names 
 
 from __future__ import annotations
 
+from functools import partial
+
 import mlx.core as mx
 import mlx.nn as nn
 
@@ -64,17 +66,52 @@ class Attention(nn.Module):
         self.q_norm = nn.RMSNorm(self.head_dim, eps=cfg.rms_norm_eps)
         self.k_norm = nn.RMSNorm(self.head_dim, eps=cfg.rms_norm_eps)
 
-    def __call__(self, x, cache: KVCache, positions, mask):
-        b, n, _ = x.shape
-        q = self.q_norm(self.q_proj(x).reshape(b, n, self.n_heads, -1)).transpose(0, 2, 1, 3)
-        k = self.k_norm(self.k_proj(x).reshape(b, n, self.n_kv, -1)).transpose(0, 2, 1, 3)
-        v = self.v_proj(x).reshape(b, n, self.n_kv, -1).transpose(0, 2, 1, 3)
+    def project(self, x):
+        """q, k, v rows of x [B, N, D] (before the per-head norms): three products, or one when
+        `fusion.fuse_projections` has joined them."""
+        if "qkv_proj" in self:
+            qkv = self.qkv_proj(x)
+            nq, nk = self.n_heads * self.head_dim, self.n_kv * self.head_dim
+            return qkv[..., :nq], qkv[..., nq:nq + nk], qkv[..., nq + nk:]
+        return self.q_proj(x), self.k_proj(x), self.v_proj(x)
+
+    def heads(self, q, k, v, positions):
+        """[B, N, H*d] projections -> normed, rotated [B, H, N, d] q, k and [B, H, N, d] v."""
+        b, n, _ = q.shape
+        q = self.q_norm(_split_heads(q, b, n, self.n_heads))
+        k = self.k_norm(_split_heads(k, b, n, self.n_kv))
+        v = _split_heads(v, b, n, self.n_kv)
         q = mx.fast.rope(q, self.head_dim, traditional=False, base=self.rope_theta, scale=1.0, offset=positions)
         k = mx.fast.rope(k, self.head_dim, traditional=False, base=self.rope_theta, scale=1.0, offset=positions)
+        return q, k, v
+
+    def __call__(self, x, cache: KVCache, positions, mask):
+        b, n, _ = x.shape
+        q, k, v = self.heads(*self.project(x), positions)
         if cache is not None:
             k, v = cache.update_and_fetch(k, v)
         o = mx.fast.scaled_dot_product_attention(q, k, v, scale=self.head_dim ** -0.5, mask=mask)
-        return self.o_proj(o.transpose(0, 2, 1, 3).reshape(b, n, -1))
+        return self.o_proj(_merge_heads(o, b, n))
+
+
+def _split_heads(a, b, n, h):
+    # One row per sequence (decoding): [B, 1, H*d] -> [B, H, 1, d] is a plain reshape, which
+    # keeps the array contiguous (a transpose would leave strides for later kernels to copy).
+    if n == 1:
+        return a.reshape(b, h, 1, -1)
+    return a.reshape(b, n, h, -1).transpose(0, 2, 1, 3)
+
+
+def _merge_heads(o, b, n):
+    if n == 1:
+        return o.reshape(b, 1, -1)
+    return o.transpose(0, 2, 1, 3).reshape(b, n, -1)
+
+
+@partial(mx.compile, shapeless=True)
+def swiglu(gate, up):
+    """silu(gate) * up as one kernel."""
+    return gate * mx.sigmoid(gate) * up
 
 
 class MLP(nn.Module):
@@ -85,7 +122,11 @@ class MLP(nn.Module):
         self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
 
     def __call__(self, x):
-        return self.down_proj(nn.silu(self.gate_proj(x)) * self.up_proj(x))
+        if "gate_up_proj" in self:
+            gu = self.gate_up_proj(x)
+            n = gu.shape[-1] // 2
+            return self.down_proj(swiglu(gu[..., :n], gu[..., n:]))
+        return self.down_proj(swiglu(self.gate_proj(x), self.up_proj(x)))
 
 
 class DecoderLayer(nn.Module):

@@ -68,3 +68,51 @@ def test_compiled_decode_with_quantized_batch(tiny_ckpt):
     q4.compiled_decode = False
     slow = [r.tokens for r in q4.transcribe_batch(wavs, max_new_tokens=6, ignore_eos=True)]
     assert fast == slow and all(len(t) == 6 for t in fast)
+
+
+# ----- fused projections (funasr_nano.fusion) ------------------------------------------------------
+
+
+@pytest.mark.parametrize("preset", ["fp32", "q4"])
+def test_fused_projections_match_separate(tiny_ckpt, preset):
+    """q/k/v and gate/up joined into one matrix each: same logits (float32 rounding only) and the
+    same greedy tokens as the separate products, on the growing-cache and compiled paths."""
+    import mlx.core as mx
+
+    import funasr_nano
+    from funasr_nano.fusion import is_fused
+    from funasr_nano.test_audio import speech_like
+
+    sep = funasr_nano.load(tiny_ckpt, preset=preset, fuse=False)
+    fus = funasr_nano.load(tiny_ckpt, preset=preset)
+    assert not is_fused(sep.net.llm) and is_fused(fus.net.llm)
+    attn = fus.net.llm.model.layers[0].self_attn
+    assert "q_proj" not in attn and "qkv_proj" in attn and "gate_up_proj" in fus.net.llm.model.layers[0].mlp
+    emb = mx.random.normal((1, 23, sep.cfg.llm.hidden_size), key=mx.random.key(1)) * 0.05
+    a = sep.prefill(emb, sep.new_cache(), all_logits=True)
+    b = fus.prefill(emb, fus.new_cache(), all_logits=True)
+    err = float(mx.abs(a - b).max() / mx.abs(a).max())
+    assert err < 1e-5, err
+    wav = speech_like(1.5, seed=3)
+    for compiled in (False, True):
+        sep.compiled_decode = fus.compiled_decode = compiled
+        ta = sep.transcribe(wav, max_new_tokens=12, ignore_eos=True).tokens
+        tb = fus.transcribe(wav, max_new_tokens=12, ignore_eos=True).tokens
+        assert ta == tb
+
+
+def test_unfused_parameters_restore_checkpoint_layout(tiny_ckpt):
+    import mlx.core as mx
+    from mlx.utils import tree_flatten
+
+    import funasr_nano
+    from funasr_nano.fusion import fuse_projections, unfused_parameters
+
+    sep = funasr_nano.load(tiny_ckpt, fuse=False)
+    before = dict(tree_flatten(sep.net.parameters()))
+    assert fuse_projections(sep.net.llm) == sep.cfg.llm.num_hidden_layers
+    assert fuse_projections(sep.net.llm) == 0  # idempotent
+    after = unfused_parameters(dict(tree_flatten(sep.net.parameters())), sep.cfg.llm)
+    assert set(after) == set(before)
+    for k, v in before.items():
+        assert after[k].shape == v.shape and bool(mx.array_equal(after[k], v)), k

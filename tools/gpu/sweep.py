@@ -174,6 +174,9 @@ def main(argv=None) -> int:
     ap.add_argument("--big-repeats", type=int, default=1)
     ap.add_argument("--budget-s", type=float, default=0.0, help="start no configuration after this many seconds")
     ap.add_argument("--require-gpu", action="store_true")
+    ap.add_argument("--compiled", choices=("auto", "on", "off"), default="auto",
+                    help="decode step: compiled fixed-buffer step, the growing-cache path, or the default choice")
+    ap.add_argument("--no-fuse", action="store_true", help="keep q/k/v and gate/up as separate products")
     ap.add_argument("--json", default=None)
     ap.add_argument("--md", default=None)
     args = ap.parse_args(argv)
@@ -192,7 +195,8 @@ def main(argv=None) -> int:
         raise SystemExit(f"--require-gpu: MLX's default device is {mx.default_device()}")
     weights = "synthetic weights (seeded random)" if is_synthetic(args.model) else f"weights: {args.model}"
     meta = {"model": args.model, "weights": weights, "tokens_per_second": args.tokens_per_second,
-            "repeats": args.repeats, "big_audio_s": args.big_audio_s, "big_repeats": args.big_repeats, "warmup_tokens": WARMUP_TOKENS, "presets": presets, "batches": batches,
+            "repeats": args.repeats, "big_audio_s": args.big_audio_s, "big_repeats": args.big_repeats, "warmup_tokens": WARMUP_TOKENS, "presets": presets,
+            "compiled_decode": args.compiled, "fused_projections": not args.no_fuse, "batches": batches,
             "seconds": lengths, "clips": f"speech_like x {N_BASE_CLIPS} seeds, rows rolled by 0.1 s"}
     t_start = time.perf_counter()
     rows, loads, clip_cache = [], {}, {}
@@ -213,7 +217,8 @@ def main(argv=None) -> int:
             continue
         t0 = time.perf_counter()
         mx.reset_peak_memory()
-        asr = funasr_nano.load(args.model, preset=preset)
+        asr = funasr_nano.load(args.model, preset=preset, fuse=not args.no_fuse)
+        asr.compiled_decode = {"auto": None, "on": True, "off": False}[args.compiled]
         loads[preset] = {"load_s": time.perf_counter() - t0, "weight_bytes": int(mx.get_active_memory()),
                          "load_peak_bytes": int(mx.get_peak_memory())}
         print(f"[sweep] loaded {preset} in {loads[preset]['load_s']:.1f} s, "
