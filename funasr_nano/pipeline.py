@@ -288,8 +288,7 @@ def _cast(weights: dict, dtype, prefixes) -> dict:
     return out
 
 
-def load(path_or_repo, dtype="float32", audio_dtype="float32", cache_dir=None, preset=None,
-         fuse: bool = True) -> FunASRNanoASR:
+def load(path_or_repo, dtype="float32", audio_dtype="float32", cache_dir=None, preset=None) -> FunASRNanoASR:
     """Load a Fun-ASR-Nano checkpoint directory (official layout) or a Hugging Face repo id.
 
     `dtype` is the decoder's compute precision, `audio_dtype` the encoder's and adaptor's.
@@ -299,9 +298,6 @@ def load(path_or_repo, dtype="float32", audio_dtype="float32", cache_dir=None, p
     "q4-llm+bf16-audio", ...) overrides `dtype`/`audio_dtype` and casts/quantizes per component.
     A directory written by `precision.save_quantized` loads its stored (quantized) tensors
     directly; `preset` may then only repeat the stored one.
-
-    `fuse` joins each decoder layer's q/k/v and gate/up matrices (`funasr_nano.fusion`: fewer,
-    larger products per decoded token; same arithmetic per output element).
     """
     from .checkpoint import check_state_dict, load_checkpoint_weights, resolve_checkpoint
     from .precision import PrecisionPlan, apply_precision, is_precision_checkpoint, load_precision_net, parse_preset
@@ -330,10 +326,6 @@ def load(path_or_repo, dtype="float32", audio_dtype="float32", cache_dir=None, p
             apply_precision(net, plan)
     net.eval()
     mx.eval(net.parameters())
-    if fuse:
-        from .fusion import fuse_projections
-
-        fuse_projections(net.llm)
     try:
         tok = Tokenizer.from_dir(llm_dir(ckpt, cfg.raw["config.yaml"]))
     except FileNotFoundError as e:

@@ -598,11 +598,7 @@ def save_quantized(asr, out_dir) -> Path:
             for p, m in tree_flatten(asr.net.leaf_modules(), is_leaf=nn.Module.is_module)
             if isinstance(m, (nn.QuantizedLinear, nn.QuantizedEmbedding))}
 
-    # Checkpoint layout: fused decoder projections (funasr_nano.fusion) are stored split.
-    from .fusion import unfused_module_paths, unfused_parameters
-
-    qmap = unfused_module_paths(qmap)
-    params = unfused_parameters(dict(tree_flatten(asr.net.parameters())), asr.cfg.llm)
+    params = dict(tree_flatten(asr.net.parameters()))
     mx.save_safetensors(str(out / WEIGHTS_NAME), params,
                         metadata={"format": "mlx", "funasr_nano_preset": plan.name})
     raw_yaml = dict(asr.cfg.raw["config.yaml"])

@@ -67,12 +67,7 @@ class Attention(nn.Module):
         self.k_norm = nn.RMSNorm(self.head_dim, eps=cfg.rms_norm_eps)
 
     def project(self, x):
-        """q, k, v rows of x [B, N, D] (before the per-head norms): three products, or one when
-        `fusion.fuse_projections` has joined them."""
-        if "qkv_proj" in self:
-            qkv = self.qkv_proj(x)
-            nq, nk = self.n_heads * self.head_dim, self.n_kv * self.head_dim
-            return qkv[..., :nq], qkv[..., nq:nq + nk], qkv[..., nq + nk:]
+        """q, k, v rows of x [B, N, D], before the per-head norms."""
         return self.q_proj(x), self.k_proj(x), self.v_proj(x)
 
     def heads(self, q, k, v, positions):
@@ -122,10 +117,6 @@ class MLP(nn.Module):
         self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
 
     def __call__(self, x):
-        if "gate_up_proj" in self:
-            gu = self.gate_up_proj(x)
-            n = gu.shape[-1] // 2
-            return self.down_proj(swiglu(gu[..., :n], gu[..., n:]))
         return self.down_proj(swiglu(self.gate_proj(x), self.up_proj(x)))
 
 

@@ -176,7 +176,6 @@ def main(argv=None) -> int:
     ap.add_argument("--require-gpu", action="store_true")
     ap.add_argument("--compiled", choices=("auto", "on", "off"), default="auto",
                     help="decode step: compiled fixed-buffer step, the growing-cache path, or the default choice")
-    ap.add_argument("--no-fuse", action="store_true", help="keep q/k/v and gate/up as separate products")
     ap.add_argument("--json", default=None)
     ap.add_argument("--md", default=None)
     args = ap.parse_args(argv)
@@ -196,7 +195,7 @@ def main(argv=None) -> int:
     weights = "synthetic weights (seeded random)" if is_synthetic(args.model) else f"weights: {args.model}"
     meta = {"model": args.model, "weights": weights, "tokens_per_second": args.tokens_per_second,
             "repeats": args.repeats, "big_audio_s": args.big_audio_s, "big_repeats": args.big_repeats, "warmup_tokens": WARMUP_TOKENS, "presets": presets,
-            "compiled_decode": args.compiled, "fused_projections": not args.no_fuse, "batches": batches,
+            "compiled_decode": args.compiled, "batches": batches,
             "seconds": lengths, "clips": f"speech_like x {N_BASE_CLIPS} seeds, rows rolled by 0.1 s"}
     t_start = time.perf_counter()
     rows, loads, clip_cache = [], {}, {}
@@ -217,7 +216,7 @@ def main(argv=None) -> int:
             continue
         t0 = time.perf_counter()
         mx.reset_peak_memory()
-        asr = funasr_nano.load(args.model, preset=preset, fuse=not args.no_fuse)
+        asr = funasr_nano.load(args.model, preset=preset)
         asr.compiled_decode = {"auto": None, "on": True, "off": False}[args.compiled]
         loads[preset] = {"load_s": time.perf_counter() - t0, "weight_bytes": int(mx.get_active_memory()),
                          "load_peak_bytes": int(mx.get_peak_memory())}
