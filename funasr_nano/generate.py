@@ -87,19 +87,19 @@ def _prefill_mask(valid: mx.array) -> mx.array:
 
 
 def _use_compiled(asr, rows: int) -> bool:
-    """`asr.compiled_decode`: True / False force it; None (default) picks it on GPUs for batches
-    (the graph-building time per step matters there) but not for one row, where the growing-cache
-    path, whose attention needs no mask, is faster (H200, MLX CUDA, batch 1: bf16 3.4 vs 4.1 ms per
-    token; tools/gpu/probe_decode.py); on the CPU it picks it below the row count at which
-    quantized layers switch to their dequantize-then-GEMM path (that path cannot be traced and
-    beats `quantized_matmul` there)."""
+    """`asr.compiled_decode`: True / False force it. None (default): never on a GPU, where the
+    growing-cache path is faster at every batch size measured (H100, MLX 0.32.4 CUDA, 10 s clips:
+    batch 1 bf16 3.5 vs 5.3 ms per token, tools/gpu/probe_decode.py; batch 32 bf16 6.05 vs
+    7.06 ms, fp32 5.55 vs 7.11 ms, tools/gpu/sweep.py --compiled on|off); on the CPU below the row
+    count at which quantized layers switch to their dequantize-then-GEMM path (that path cannot be
+    traced and beats `quantized_matmul` there), where it saves the per-step graph building."""
     choice = getattr(asr, "compiled_decode", None)
     if choice is not None:
         return bool(choice)
     from .precision import DEQUANT_MIN_ROWS
 
     if mx.default_device() == mx.gpu:
-        return rows > 1
+        return False
     return rows < DEQUANT_MIN_ROWS
 
 

@@ -106,6 +106,9 @@ GRAMMAR = (
 # On the CPU, quantized layers called with at least this many rows dequantize and use the dense
 # GEMM (MLX's CPU quantized_matmul costs one matrix pass per row; crossover measured at 2-4 rows).
 DEQUANT_MIN_ROWS = 4
+# On a GPU, the same switch from this many rows (None: never). MLX CUDA's quantized_matmul is
+# fast for one row but slow for batches (q4 at batch 32: 35 ms per decoded token vs 6 ms bf16).
+DEQUANT_MIN_ROWS_GPU = None
 
 
 class NumericalOverflowError(FloatingPointError):
@@ -386,7 +389,9 @@ def _dense_path(x: mx.array) -> bool:
     if _DENSE_PATH_OFF[0]:
         return False
     rows = x.size // max(x.shape[-1], 1) if x.ndim else 1
-    return rows >= DEQUANT_MIN_ROWS and mx.default_device().type == mx.cpu
+    if mx.default_device().type == mx.cpu:
+        return rows >= DEQUANT_MIN_ROWS
+    return DEQUANT_MIN_ROWS_GPU is not None and rows >= DEQUANT_MIN_ROWS_GPU
 
 
 # Dequantize at most this many weights at a time on the dense path (64 MB in float32): the tied
@@ -406,7 +411,9 @@ def _dequantized_matmul(x: mx.array, m) -> mx.array:
                            group_size=m.group_size, bits=m.bits, mode=m.mode)
         return x @ wd.T
 
-    if out_dims <= block:
+    if out_dims <= block or mx.default_device().type != mx.cpu:
+        # On a GPU the float copy is transient device memory and evaluating block by block would
+        # stall the pipelined decode loop: one dequantize.
         return part(0, out_dims)
     parts = []
     for i in range(0, out_dims, block):

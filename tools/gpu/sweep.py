@@ -174,6 +174,8 @@ def main(argv=None) -> int:
     ap.add_argument("--big-repeats", type=int, default=1)
     ap.add_argument("--budget-s", type=float, default=0.0, help="start no configuration after this many seconds")
     ap.add_argument("--require-gpu", action="store_true")
+    ap.add_argument("--gpu-dequant-rows", type=int, default=None,
+                    help="precision.DEQUANT_MIN_ROWS_GPU: quantized layers dequantize for calls with this many rows")
     ap.add_argument("--compiled", choices=("auto", "on", "off"), default="auto",
                     help="decode step: compiled fixed-buffer step, the growing-cache path, or the default choice")
     ap.add_argument("--json", default=None)
@@ -186,7 +188,11 @@ def main(argv=None) -> int:
     import mlx.core as mx
 
     import funasr_nano
+    from funasr_nano import precision
     from funasr_nano.synthetic import is_synthetic
+
+    if args.gpu_dequant_rows is not None:
+        precision.DEQUANT_MIN_ROWS_GPU = args.gpu_dequant_rows
 
     env = env_info()
     print(f"[sweep] {env}", flush=True)
@@ -195,7 +201,7 @@ def main(argv=None) -> int:
     weights = "synthetic weights (seeded random)" if is_synthetic(args.model) else f"weights: {args.model}"
     meta = {"model": args.model, "weights": weights, "tokens_per_second": args.tokens_per_second,
             "repeats": args.repeats, "big_audio_s": args.big_audio_s, "big_repeats": args.big_repeats, "warmup_tokens": WARMUP_TOKENS, "presets": presets,
-            "compiled_decode": args.compiled, "batches": batches,
+            "compiled_decode": args.compiled, "gpu_dequant_rows": precision.DEQUANT_MIN_ROWS_GPU, "batches": batches,
             "seconds": lengths, "clips": f"speech_like x {N_BASE_CLIPS} seeds, rows rolled by 0.1 s"}
     t_start = time.perf_counter()
     rows, loads, clip_cache = [], {}, {}
