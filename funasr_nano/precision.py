@@ -49,8 +49,9 @@ CPU note: MLX's CPU ``quantized_matmul`` runs row by row (cost grows linearly wi
 rows: ~0.7 s for 200 rows x 1024x3072 vs 25 ms for the dense OpenBLAS GEMM), so the quantized
 layers here (`QuantizedLinear`, `QuantizedEmbedding`) dequantize the matrix and use the dense
 GEMM when a call has `DEQUANT_MIN_ROWS` rows or more on the CPU (encoder, adaptor, prefill).
-Single-row decoding keeps ``quantized_matmul``. Parameters and checkpoints are the standard
-MLX ones either way.
+Single-row decoding keeps ``quantized_matmul``. On a GPU the same switch happens from
+`DEQUANT_MIN_ROWS_GPU` rows (batched decoding; MLX CUDA's ``quantized_matmul`` is slow there).
+Parameters and checkpoints are the standard MLX ones either way.
 """
 
 from __future__ import annotations
@@ -106,9 +107,12 @@ GRAMMAR = (
 # On the CPU, quantized layers called with at least this many rows dequantize and use the dense
 # GEMM (MLX's CPU quantized_matmul costs one matrix pass per row; crossover measured at 2-4 rows).
 DEQUANT_MIN_ROWS = 4
-# On a GPU, the same switch from this many rows (None: never). MLX CUDA's quantized_matmul is
-# fast for one row but slow for batches (q4 at batch 32: 35 ms per decoded token vs 6 ms bf16).
-DEQUANT_MIN_ROWS_GPU = None
+# On a GPU, the same switch from this many rows. MLX CUDA's quantized_matmul is fast for one row
+# but slow for batches (H100, MLX 0.32.4, 10 s clips, 40 tokens; tools/gpu/sweep.py
+# --gpu-dequant-rows 8 vs the default at the time, never): batch 32 q4 31.9 -> 10.1 ms per token,
+# q8 31.9 -> 9.4 ms; batch 8 q4 9.6 -> 13.6 ms (worse), q8 12.0 -> 9.3 ms. Between 8 and 32 rows
+# it is unmeasured; 16 keeps batch 8 on quantized_matmul. None: never.
+DEQUANT_MIN_ROWS_GPU = 16
 
 
 class NumericalOverflowError(FloatingPointError):
@@ -425,8 +429,9 @@ def _dequantized_matmul(x: mx.array, m) -> mx.array:
 
 
 class QuantizedLinear(nn.QuantizedLinear):
-    """`nn.QuantizedLinear` (same parameters) that, on the CPU and for >= DEQUANT_MIN_ROWS rows,
-    multiplies by the dequantized matrix with the dense GEMM instead of `quantized_matmul`."""
+    """`nn.QuantizedLinear` (same parameters) that, for >= DEQUANT_MIN_ROWS rows on the CPU (or
+    DEQUANT_MIN_ROWS_GPU on a GPU), multiplies by the dequantized matrix with the dense GEMM
+    instead of `quantized_matmul`."""
 
     def __call__(self, x):
         if not _dense_path(x):

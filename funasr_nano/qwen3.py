@@ -14,10 +14,6 @@ import mlx.nn as nn
 
 from .config import Qwen3Config
 
-# One-row decode steps on a CUDA GPU use the fused kernels of `cuda_kernels` (None: automatic,
-# False: never).
-CUDA_KERNELS = None
-
 
 class KVCache:
     """Per-layer key/value buffers grown in steps so decoding does not reallocate per token."""
@@ -162,40 +158,10 @@ class Qwen3ForCausalLM(nn.Module):
         `positions` is the RoPE position of the first row (int, or [B] int array for
         left-padded batches); `mask` is None, "causal" or a boolean [B, 1, N, S] array.
         """
-        if embeds.shape[1] == 1 and cache is not None and self._cuda_kernels(embeds.dtype):
-            return self._hidden_one_row_cuda(embeds, cache, positions, mask)
         x = embeds
         for i, layer in enumerate(self.model.layers):
             x = layer(x, None if cache is None else cache[i], positions, mask)
         return self.model.norm(x)
-
-    def _cuda_kernels(self, dtype) -> bool:
-        from . import cuda_kernels
-
-        return cuda_kernels.enabled() and cuda_kernels.supported(self.cfg, dtype)
-
-    def _hidden_one_row_cuda(self, x, cache, positions, mask):
-        """`hidden` for one row per sequence with the fused kernels (same arithmetic, 14 instead
-        of 19 kernels per layer; see `cuda_kernels`)."""
-        from . import cuda_kernels as ck
-
-        cfg = self.cfg
-        eps = cfg.rms_norm_eps
-        layers = self.model.layers
-        b = x.shape[0]
-        pos = positions.astype(mx.int32) if isinstance(positions, mx.array) else mx.full((b,), positions, mx.int32)
-        freqs = ck.inv_freq(cfg.head_dim, cfg.rope_theta)
-        h = layers[0].input_layernorm(x)
-        for i, layer in enumerate(layers):
-            a = layer.self_attn
-            q, k, v = a.project(h)
-            q, k = ck.qk_norm_rope(q, k, a.q_norm.weight, a.k_norm.weight, pos, freqs, a.n_heads, a.n_kv, eps)
-            k, v = cache[i].update_and_fetch(k, v.reshape(b, a.n_kv, 1, -1))
-            o = mx.fast.scaled_dot_product_attention(q, k, v, scale=a.head_dim ** -0.5, mask=mask)
-            x, h = ck.add_rms_norm(x, a.o_proj(o.reshape(b, 1, -1)), layer.post_attention_layernorm.weight, eps)
-            nxt = layers[i + 1].input_layernorm if i + 1 < len(layers) else self.model.norm
-            x, h = ck.add_rms_norm(x, layer.mlp(h), nxt.weight, eps)
-        return h
 
     def logits(self, h: mx.array) -> mx.array:
         if self.cfg.tie_word_embeddings:

@@ -15,7 +15,11 @@ pipelined as in `funasr_nano.generate` (the next step is queued before the host 
 Measured (H100, MLX 0.32.4 CUDA, 2026-11-26): joining q/k/v and gate/up into one matrix each
 (5 -> 2 products per layer) did not make the step faster (fp32 3.42 -> 3.58 ms, bf16 3.85 ->
 3.63, q4 3.55 -> 3.95; the joined matrix-vector products alone were slower, 1.73 -> 1.98 ms in
-fp32), so the decoder keeps the checkpoint's separate projections.
+fp32), so the decoder keeps the checkpoint's separate projections. Two fused CUDA kernels
+(mx.fast.cuda_kernel: q/k RMSNorm + RoPE in one, residual add + RMSNorm in one; 19 -> 14
+kernels per layer, logits within 5e-7 of the separate ops in fp32, same tokens) did not either
+(fp32 3.36 -> 3.35 ms, bf16 3.67 -> 3.79, q4 4.12 -> 5.17): the step is bound by MLX's
+per-operation dispatch, not by the kernels' count or bytes, so they were not kept.
 
 Prints one Markdown table; ``--json`` writes the rows. Works on any backend (use ``--tiny`` on
 a CPU for a smoke run).
