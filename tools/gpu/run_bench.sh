@@ -147,6 +147,14 @@ step_probe() {
 }
 
 step_asv() {
+  local want=""
+  [ -f "$STASH/HEAD.txt" ] && want=$(cat "$STASH/HEAD.txt")
+  if [ -n "$want" ] && git rev-parse -q --verify HEAD >/dev/null 2>&1 && [ "$(git rev-parse HEAD)" != "$want" ]; then
+    # The device's copy of the tree can carry a .git of another commit: results must be filed
+    # under the commit whose code runs, which the bundle names.
+    log "git HEAD $(git rev-parse --short HEAD) is not the bundled $want: rebuilding from the bundle"
+    rm -rf .git
+  fi
   if ! git rev-parse -q --verify HEAD >/dev/null 2>&1; then
     rm -rf .git  # the device's copy of the tree may hold a .git that is not a usable repository
     if ! command -v git >/dev/null; then log "no git on this machine: asv cannot file results; skipped"; return 1; fi
