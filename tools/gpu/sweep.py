@@ -137,6 +137,10 @@ def run_config(asr, preset, batch, seconds, tps, repeats, clip_cache) -> dict:
     return row
 
 
+def _f(v, spec) -> str:
+    return "" if v is None else format(v, spec)
+
+
 def fmt_md(rows: list, env: dict, meta: dict) -> str:
     lines = [
         f"MLX {env.get('mlx_version')} on {env.get('backend')} ({env.get('device_name')}); {meta['weights']}; "
@@ -144,20 +148,22 @@ def fmt_md(rows: list, env: dict, meta: dict) -> str:
         f"{meta['repeats']} after a warm-up ({meta['big_repeats']} where batch x seconds >= {meta['big_audio_s']:g}).",
         "",
         "| preset | batch | audio s | tokens | wall s | RTF | RTFx | ms/token | decode tok/s | e2e tok/s "
-        "| prefill ms | frontend ms | encoder+adaptor ms | peak MB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| prefill ms | frontend ms | encoder+adaptor ms | peak MB | top-1 vs fp32 | KL vs fp32 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    if meta.get("fidelity"):
+        lines.insert(1, f"Fidelity: {meta['fidelity']}.")
     for r in rows:
         if r.get("skipped") or r.get("error"):
             lines.append(f"| {r['preset']} | {r['batch']} | {r['seconds']:g} | | "
                          f"{'skipped: ' + r['skipped'] if r.get('skipped') else 'error: ' + r['error'][:80]} "
-                         "| | | | | | | | | |")
+                         "| | | | | | | | | | | |")
             continue
         lines.append(
             f"| {r['preset']} | {r['batch']} | {r['seconds']:g} | {r['tokens']} | {r['wall_s']:.3f} | {r['rtf']:.4f} "
             f"| {r['rtfx']:.1f} | {r['ms_per_token']:.2f} | {r['decode_tok_s']:.0f} | {r['e2e_tok_s']:.0f} "
             f"| {r['prefill_ms']:.1f} | {r['frontend_ms']:.0f} | {r['encoder_ms'] + r['adaptor_ms']:.1f} "
-            f"| {r['peak_bytes'] / 1e6:.0f} |")
+            f"| {r['peak_bytes'] / 1e6:.0f} | {_f(r.get('top1_vs_fp32'), '.3f')} | {_f(r.get('kl_vs_fp32'), '.2e')} |")
     return "\n".join(lines) + "\n"
 
 
@@ -174,6 +180,8 @@ def main(argv=None) -> int:
     ap.add_argument("--big-repeats", type=int, default=1)
     ap.add_argument("--budget-s", type=float, default=0.0, help="start no configuration after this many seconds")
     ap.add_argument("--require-gpu", action="store_true")
+    ap.add_argument("--fidelity-tokens", type=int, default=16,
+                    help="teacher-forced fidelity vs fp32 per preset on a 5 s clip over this many tokens (0: off)")
     ap.add_argument("--gpu-dequant-rows", type=int, default=None,
                     help="precision.DEQUANT_MIN_ROWS_GPU: quantized layers dequantize for calls with this many rows")
     ap.add_argument("--compiled", choices=("auto", "on", "off"), default="auto",
@@ -214,6 +222,20 @@ def main(argv=None) -> int:
         if args.md:
             Path(args.md).write_text(fmt_md(rows, env, meta))
 
+    fid_ref = None
+    if args.fidelity_tokens and any(p != "fp32" for p in presets):
+        from funasr_nano.fidelity import TeacherForcedReference
+        from funasr_nano.test_audio import speech_like
+
+        ref_asr = funasr_nano.load(args.model, preset="fp32")
+        fid_ref = TeacherForcedReference(ref_asr, speech_like(5.0, seed=11), n_tokens=args.fidelity_tokens)
+        mx.eval(fid_ref.logits)
+        del ref_asr
+        gc.collect()
+        mx.clear_cache()
+        meta["fidelity"] = (f"teacher-forced vs fp32 on a 5 s speech-like clip, {args.fidelity_tokens} tokens "
+                            "(funasr_nano.fidelity.teacher_forced_fidelity)")
+
     over = lambda: args.budget_s and time.perf_counter() - t_start > args.budget_s  # noqa: E731
     for preset in presets:
         if over():
@@ -228,6 +250,17 @@ def main(argv=None) -> int:
                          "load_peak_bytes": int(mx.get_peak_memory())}
         print(f"[sweep] loaded {preset} in {loads[preset]['load_s']:.1f} s, "
               f"{loads[preset]['weight_bytes'] / 1e6:.0f} MB active", flush=True)
+        fid = None
+        if fid_ref is not None:
+            if preset == "fp32":
+                fid = {"top1_agreement": 1.0, "mean_kl": 0.0}
+            else:
+                from funasr_nano.fidelity import teacher_forced_fidelity
+
+                fid = teacher_forced_fidelity(None, asr, reference=fid_ref)
+            loads[preset]["fidelity"] = {k: fid[k] for k in ("top1_agreement", "mean_kl")}
+            print(f"[sweep] {preset} fidelity vs fp32: top-1 {fid['top1_agreement']:.3f}, "
+                  f"mean KL {fid['mean_kl']:.2e}", flush=True)
         for b in batches:
             for s in lengths:
                 if over():
@@ -238,6 +271,8 @@ def main(argv=None) -> int:
                     reps = args.big_repeats if b * s >= args.big_audio_s else args.repeats
                     row = run_config(asr, preset, b, s, args.tokens_per_second, reps, clip_cache)
                     row["weight_bytes"] = loads[preset]["weight_bytes"]
+                    if fid is not None:
+                        row["top1_vs_fp32"], row["kl_vs_fp32"] = fid["top1_agreement"], fid["mean_kl"]
                 except Exception as e:  # record and go on (e.g. out of memory at the largest batch)
                     row = {"preset": preset, "batch": b, "seconds": s, "error": f"{type(e).__name__}: {e}"}
                     mx.clear_cache()
