@@ -69,3 +69,32 @@ def test_compiled_decode_with_quantized_batch(tiny_ckpt):
     slow = [r.tokens for r in q4.transcribe_batch(wavs, max_new_tokens=6, ignore_eos=True)]
     assert fast == slow and all(len(t) == 6 for t in fast)
 
+
+
+def test_cpu_rope_and_attention_forms_equal_mlx_ops(asr):
+    """The step's CPU forms (RoPE from shared cos/sin tables, grouped-query attention without
+    broadcasting the key/value heads) against MLX's `fast.rope` / `fast.scaled_dot_product_attention`
+    on a left-padded 3-row batch (per-row positions, masked pads): same logits."""
+    rows = [_embeds(asr, s)[0] for s in (1.0, 2.5, 4.0)]
+    embeds, valid, offsets = left_pad(rows)
+    b, s, _ = embeds.shape
+    from funasr_nano.generate import _prefill_mask
+
+    assert asr.cfg.llm.num_attention_heads > asr.cfg.llm.num_key_value_heads  # grouped heads exercised
+    outs = {}
+    for cpu_ops in (False, True):
+        cache = asr.new_cache()
+        asr.net.llm.hidden(embeds, cache, positions=offsets, mask=_prefill_mask(valid)[:, None])
+        kv = StaticKV(cache, s + 6)
+        kv_valid = mx.ones((b, kv.length), dtype=mx.bool_)
+        kv_valid[:, :s] = valid
+        step = make_step(asr.net.llm, return_logits=True, cpu_ops=cpu_ops)
+        keys, values, tok, got = kv.keys, kv.values, mx.array([5, 77, 901], dtype=mx.int32), []
+        for i in range(6):
+            logits, keys, values = step(tok, mx.array([s + i], dtype=mx.int32), offsets.astype(mx.int32),
+                                        kv_valid, keys, values)
+            got.append(np.array(logits))
+            tok = mx.argmax(logits, axis=-1).astype(mx.int32)
+        outs[cpu_ops] = got
+    for a, c in zip(outs[False], outs[True]):
+        assert np.abs(a - c).max() / np.abs(a).max() < 1e-6
