@@ -14,7 +14,7 @@ from . import frontend as fe
 from .audio import AudioError, load_audio
 from .config import ConfigError, ModelConfig, llm_dir
 from .model import FunASRNano
-from .prompt import Prompt, build_prompt, postprocess
+from .prompt import Prompt, build_prompt, postprocess, stable_text
 from .generate import greedy_decode, iter_decode, left_pad
 from .precision import check_finite
 from .qwen3 import KVCache, make_cache
@@ -254,15 +254,18 @@ class FunASRNanoASR:
                prev_text: str = "", sample_rate=None, repetition_guard=None):
         """Yield the transcript's text piece by piece as tokens decode; returns the Transcription.
 
-        Pieces are held back while they end inside a multi-byte character.
+        The pieces join to the Transcription's `text` (the reference's post-processing: "/sil"
+        markers to spaces, whitespace runs collapsed): a piece is held back while it ends inside a
+        multi-byte character, a possible "/sil" or whitespace that the next tokens may change.
         """
         timings: dict = {}
         wavs, prompts, rows = self._prepare([audio], language, hotwords, itn, prev_text, sample_rate, timings)
         embeds, valid, offsets = left_pad(rows)
         gen = iter_decode(self, embeds, valid, offsets, max_new_tokens, self.stop_ids, False, repetition_guard)
-        sent, toks = "", []
-        if prev_text:
-            yield prev_text
+        toks = []
+        sent = stable_text(prev_text or "")
+        if sent:
+            yield sent
         while True:
             try:
                 _, t = next(gen)
@@ -270,13 +273,17 @@ class FunASRNanoASR:
                 res = done.value
                 break
             toks.append(t)
-            text = self.tokenizer.decode(toks, skip_special_tokens=True)
-            if text.endswith("\ufffd"):
+            raw = self.tokenizer.decode(toks, skip_special_tokens=True)
+            if raw.endswith("\ufffd"):
                 continue
-            if text.startswith(sent) and len(text) > len(sent):
+            text = stable_text((prev_text or "") + raw)
+            if len(text) > len(sent) and text.startswith(sent):
                 yield text[len(sent):]
-            sent = text
-        return self._results(wavs, prompts, res, prev_text, timings)[0]
+                sent = text
+        out = self._results(wavs, prompts, res, prev_text, timings)[0]
+        if len(out.text) > len(sent) and out.text.startswith(sent):
+            yield out.text[len(sent):]
+        return out
 
 
 def _cast(weights: dict, dtype, prefixes) -> dict:

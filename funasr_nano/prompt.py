@@ -77,6 +77,17 @@ def build_prompt(tokenizer, n_audio: int, language=None, hotwords=None, itn=True
     return Prompt(tuple(tokenizer.encode(before)), tuple(tokenizer.encode(after)), int(n_audio))
 
 
+def stable_text(raw: str) -> str:
+    """The part of `postprocess(raw)[0]` that no later text can change, for streaming: `raw` with
+    a trailing partial "/sil" held back, post-processed, trailing whitespace dropped (it may still
+    merge with what follows). Always a prefix of the post-processed text of any continuation."""
+    for n in (3, 2, 1):
+        if raw.endswith("/sil"[:n]):
+            raw = raw[:-n]
+            break
+    return postprocess(raw)[0].rstrip()
+
+
 def postprocess(response: str, prev_text: str = "") -> tuple[str, str]:
     """(text, text_tn) exactly as the reference derives them from the decoded tokens."""
     response = (prev_text or "") + response
