@@ -311,6 +311,10 @@ def load(path_or_repo, dtype="float32", audio_dtype="float32", cache_dir=None, p
     from .synthetic import is_synthetic
     from .tokenizer import Tokenizer
 
+    if mx.default_device() == mx.cpu:
+        from .platform_info import warn_if_reference_blas
+
+        warn_if_reference_blas()  # Linux: MLX's bundled reference BLAS is many times slower
     ckpt = Path(resolve_checkpoint(path_or_repo, cache_dir=cache_dir))
     cfg = ModelConfig.from_dir(ckpt)
     if is_precision_checkpoint(ckpt):

@@ -132,3 +132,16 @@ def test_forwarding_counter_counts_row_products():
     assert blas.forwarded_calls() == before + 1
     mx.eval(mx.ones((16, 128)) @ mx.ones((128, 64)))   # a real GEMM: not forwarded
     assert blas.forwarded_calls() == before + 1
+
+
+@linux
+def test_load_warns_on_the_reference_blas(tiny_ckpt):
+    """Loading a model while MLX runs on its reference BLAS says so, with the fix."""
+    code = (f"import warnings, funasr_nano\n"
+            f"with warnings.catch_warnings(record=True) as w:\n"
+            f"    warnings.simplefilter('always')\n"
+            f"    funasr_nano.load({str(tiny_ckpt)!r})\n"
+            f"import json; print(json.dumps([str(x.message) for x in w if x.category is RuntimeWarning]))")
+    msgs = _child(code, FUNASR_NANO_BLAS="off")
+    assert any("reference BLAS" in m and "import funasr_nano before mlx.core" in m for m in msgs), msgs
+    assert not any("reference BLAS" in m for m in _child(code)), "warned although OpenBLAS is in use"
