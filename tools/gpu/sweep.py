@@ -50,7 +50,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tools/
-from compare_reference import _json_safe  # noqa: E402  (one strict-JSON helper for both tools)
+from compare_reference import _json_safe, best_of  # noqa: E402  (shared with the side-by-side tool)
 
 import numpy as np
 
@@ -97,19 +97,11 @@ def env_info() -> dict:
 
 
 def run_config(asr, preset, batch, seconds, tps, repeats, clip_cache) -> dict:
-    import mlx.core as mx
-
     wavs = make_clips(seconds, batch, clip_cache)
     n = pinned_tokens(seconds, tps)
     asr.transcribe_batch(wavs, max_new_tokens=WARMUP_TOKENS, ignore_eos=True)  # warm-up
-    runs = []
-    for _ in range(repeats):
-        mx.reset_peak_memory()
-        t0 = time.perf_counter()
-        res = asr.transcribe_batch(wavs, max_new_tokens=n, ignore_eos=True)
-        wall = time.perf_counter() - t0
-        runs.append((wall, res, int(mx.get_peak_memory())))
-    wall, res, peak = min(runs, key=lambda x: x[0])
+    wall, res, peak, walls = best_of(lambda: asr.transcribe_batch(wavs, max_new_tokens=n, ignore_eos=True),
+                                     repeats)
     r = res[0]
     t = r.timings
     audio_s = r.batch_audio_seconds or batch * seconds
@@ -120,7 +112,7 @@ def run_config(asr, preset, batch, seconds, tps, repeats, clip_cache) -> dict:
     row = {
         "preset": preset, "batch": batch, "seconds": seconds, "audio_s": audio_s, "tokens": n,
         "prompt_tokens": r.prompt_tokens, "audio_tokens": r.n_audio_tokens, "decode_steps": steps,
-        "wall_s": wall, "wall_all_s": [x[0] for x in runs], "wall_median_s": statistics.median(x[0] for x in runs),
+        "wall_s": wall, "wall_all_s": walls, "wall_median_s": statistics.median(walls),
         "stage_sum_s": sum(t.get(k, 0.0) for k in ("frontend", "encoder", "adaptor", "prompt", "prefill",
                                                     "decode", "postprocess")),
         "rtf": wall / audio_s, "rtfx": audio_s / wall, "api_rtf": r.rtf,
@@ -133,7 +125,7 @@ def run_config(asr, preset, batch, seconds, tps, repeats, clip_cache) -> dict:
         "prompt_ms": 1000 * t["prompt"], "decode_ms": 1000 * t["decode"], "postprocess_ms": 1000 * t["postprocess"],
         "peak_bytes": peak,
     }
-    del runs, res
+    del res
     return row
 
 
