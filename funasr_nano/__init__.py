@@ -10,11 +10,12 @@ from . import blas as _blas
 _blas.setup()
 
 
-def load(path_or_repo, dtype="float32", audio_dtype="float32", cache_dir=None, preset=None):
+def load(path_or_repo, dtype="float32", audio_dtype="float32", cache_dir=None, preset=None, policy=None):
     """Load a checkpoint; see `funasr_nano.pipeline.load`."""
     from .pipeline import load as _load
 
-    return _load(path_or_repo, dtype=dtype, audio_dtype=audio_dtype, cache_dir=cache_dir, preset=preset)
+    return _load(path_or_repo, dtype=dtype, audio_dtype=audio_dtype, cache_dir=cache_dir, preset=preset,
+                 policy=policy)
 
 
 __all__ = ["load", "__version__"]

@@ -15,8 +15,6 @@ import math
 
 import mlx.core as mx
 
-from .precision import no_dense_path
-
 BUCKET = 256  # buffer lengths are rounded up to this, so few shapes get compiled
 
 
@@ -91,18 +89,15 @@ def _layer_step(layer, x, k_buf, v_buf, positions, write_idx, mask, tables=None)
     return x, k_buf, v_buf
 
 
-def make_step(llm, return_logits: bool = False, cpu_ops: bool | None = None):
+def make_step(llm, return_logits: bool = False, cpu_ops: bool = False):
     """Return compiled `step(token[B], write_idx[1], base_pos[B], kv_valid[B, L], keys, values)
-    -> (next_token[B] or logits[B, V], keys, values)` for this decoder. `cpu_ops` (default: when
-    MLX's default device is the CPU) computes RoPE and attention with the forms above."""
-    if cpu_ops is None:
-        cpu_ops = mx.default_device() == mx.cpu
+    -> (next_token[B] or logits[B, V], keys, values)` for this decoder. `cpu_ops` (the backend
+    policy's ``step_ops == "tables"``) computes RoPE and attention with the forms above.
+
+    Quantized layers must not take their dense path inside the trace (it evaluates blocks
+    eagerly): `BackendPolicy.use_compiled` only picks this step for row counts below it."""
 
     def step(token, write_idx, base_pos, kv_valid, keys, values):
-        with no_dense_path():
-            return _step(token, write_idx, base_pos, kv_valid, keys, values)
-
-    def _step(token, write_idx, base_pos, kv_valid, keys, values):
         length = kv_valid.shape[1]
         mask = (kv_valid & (mx.arange(length)[None, :] <= write_idx))[:, None, None, :]
         positions = base_pos + write_idx

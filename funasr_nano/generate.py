@@ -60,6 +60,7 @@ class DecodeResult:
     steps: int            # decoder calls after the prefill
     prefill_s: float
     decode_s: float
+    path: str = "growing-cache"  # or "compiled": which decode step ran (asr.policy chose it)
 
 
 def left_pad(rows: list[mx.array]) -> tuple[mx.array, mx.array | None, mx.array | None]:
@@ -84,23 +85,6 @@ def _prefill_mask(valid: mx.array) -> mx.array:
     # A pad row may attend to itself only: keeps its (unused) output finite, so that
     # multiplying it by a zero attention weight later cannot produce NaN.
     return (causal[None] & valid[:, None, :]) | mx.eye(s, dtype=mx.bool_)[None]
-
-
-def _use_compiled(asr, rows: int) -> bool:
-    """`asr.compiled_decode`: True / False force it. None (default): never on a GPU, where the
-    growing-cache path is faster at every batch size measured (H100, MLX 0.32.4 CUDA, 10 s clips:
-    batch 1 bf16 3.5 vs 5.3 ms per token, tools/gpu/probe_decode.py; batch 32 bf16 6.05 vs
-    7.06 ms, fp32 5.55 vs 7.11 ms, tools/gpu/sweep.py --compiled on|off); on the CPU below the row
-    count at which quantized layers switch to their dequantize-then-GEMM path (that path cannot be
-    traced and beats `quantized_matmul` there), where it saves the per-step graph building."""
-    choice = getattr(asr, "compiled_decode", None)
-    if choice is not None:
-        return bool(choice)
-    from .precision import DEQUANT_MIN_ROWS
-
-    if mx.default_device() == mx.gpu:
-        return False
-    return rows < DEQUANT_MIN_ROWS
 
 
 def greedy_decode(asr, embeds, valid, offsets, max_new_tokens, stop_ids, ignore_eos=False,
@@ -132,7 +116,7 @@ def iter_decode(asr, embeds: mx.array, valid: mx.array | None, offsets: mx.array
     else:
         h = llm.hidden(embeds.astype(asr.dtype), cache, positions=offsets, mask=_prefill_mask(valid)[:, None])
     logits = llm.logits(h[:, -1])  # left padding: the last row is real for every batch row
-    check_finite(logits, "logits", getattr(asr, "preset", None))  # fp16 overflow -> clear error
+    check_finite(logits, "logits", asr.preset)  # fp16 overflow -> clear error
     token = mx.argmax(logits, axis=-1)
     mx.eval(token)
     prefill_s = time.perf_counter() - t0
@@ -142,7 +126,7 @@ def iter_decode(asr, embeds: mx.array, valid: mx.array | None, offsets: mx.array
     reasons = [None] * b
     steps = 0
     n_done = 0
-    fast = max_new_tokens > 1 and _use_compiled(asr, b)
+    fast = max_new_tokens > 1 and asr.policy.use_compiled(b, asr.plan.quantized)
     if fast:
         from .fast_decode import StaticKV
 
@@ -201,4 +185,4 @@ def iter_decode(asr, embeds: mx.array, valid: mx.array | None, offsets: mx.array
         mx.eval(nxt)
     decode_s = time.perf_counter() - t0
     reasons = [r or "max_new_tokens" for r in reasons]
-    return DecodeResult(tokens, reasons, steps, prefill_s, decode_s)
+    return DecodeResult(tokens, reasons, steps, prefill_s, decode_s, "compiled" if fast else "growing-cache")

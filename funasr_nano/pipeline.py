@@ -18,6 +18,7 @@ from .prompt import Prompt, build_prompt, postprocess, stable_text
 from .generate import greedy_decode, iter_decode, left_pad
 from .precision import check_finite
 from .qwen3 import KVCache, make_cache
+from .runtime.backend import BackendPolicy, resolve_policy
 
 DTYPES = {"float32": mx.float32, "fp32": mx.float32, "bfloat16": mx.bfloat16, "bf16": mx.bfloat16,
           "float16": mx.float16, "fp16": mx.float16}
@@ -75,7 +76,10 @@ class FunASRNanoASR:
     """A loaded model with its tokenizer. Build with `load()`."""
 
     def __init__(self, net: FunASRNano, tokenizer, cfg: ModelConfig, source: str = "",
-                 synthetic: bool = False, dtype=mx.float32, audio_dtype=mx.float32):
+                 synthetic: bool = False, dtype=mx.float32, audio_dtype=mx.float32, plan=None,
+                 checkpoint_dir=None, policy=None):
+        from .precision import PrecisionPlan
+
         self.net = net
         self.tokenizer = tokenizer
         self.cfg = cfg
@@ -83,9 +87,28 @@ class FunASRNanoASR:
         self.synthetic = synthetic
         self.dtype = dtype
         self.audio_dtype = audio_dtype
-        self.preset = None
+        self.plan = plan or PrecisionPlan.from_dtypes(dtype, audio_dtype)
+        self.preset = self.plan.name
+        self.checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
         eos = set(cfg.llm.eos_token_ids) | set(STOP_IDS)
         self.stop_ids = tuple(sorted(eos))
+        self._decode_step_fn = None
+        self._policy = None
+        self.policy = resolve_policy(policy)
+
+    @property
+    def policy(self) -> BackendPolicy:
+        """The backend policy this model runs with (`funasr_nano.runtime.backend`). Assigning a
+        new one (a `BackendPolicy` or an override string) reconfigures the quantized layers."""
+        return self._policy
+
+    @policy.setter
+    def policy(self, value):
+        from .precision import configure_quantized
+
+        self._policy = resolve_policy(value) if not isinstance(value, BackendPolicy) else value
+        configure_quantized(self.net, self._policy)
+        self._decode_step_fn = None
 
     # ----- stages -------------------------------------------------------------------------
     def load_audio(self, audio, sample_rate=None) -> np.ndarray:
@@ -129,28 +152,12 @@ class FunASRNanoASR:
         return mx.concatenate([pre, audio_emb[None].astype(pre.dtype), suf], axis=1)
 
     def decode_step_fn(self):
-        """The compiled one-token step used by greedy decoding (built once per model)."""
-        fn = getattr(self, "_decode_step_fn", None)
-        if fn is None:
+        """The compiled one-token step used by greedy decoding (built once per model and policy)."""
+        if self._decode_step_fn is None:
             from .fast_decode import make_step
 
-            fn = self._decode_step_fn = make_step(self.net.llm)
-        return fn
-
-    @property
-    def frontend_backend(self) -> str:
-        """"numpy" (float64, the CPU default) or "mlx" (float32 on the default device, used on
-        GPUs where a batch's features would otherwise wait on one CPU core)."""
-        forced = getattr(self, "_frontend_backend", None)
-        if forced:
-            return forced
-        return "mlx" if mx.default_device() == mx.gpu else "numpy"
-
-    @frontend_backend.setter
-    def frontend_backend(self, value):
-        if value not in (None, "numpy", "mlx"):
-            raise ValueError("frontend_backend must be 'numpy', 'mlx' or None (automatic)")
-        self._frontend_backend = value
+            self._decode_step_fn = make_step(self.net.llm, cpu_ops=self.policy.step_ops == "tables")
+        return self._decode_step_fn
 
     def new_cache(self) -> list[KVCache]:
         return make_cache(self.cfg.llm)
@@ -190,7 +197,7 @@ class FunASRNanoASR:
         """Audio -> per-row (wav, prompt, embeddings [S_i, D]), batched through encoder/adaptor."""
         t0 = time.perf_counter()
         wavs = [self.load_audio(a, sample_rate) for a in audios]
-        if self.frontend_backend == "mlx":
+        if self.policy.frontend == "mlx":
             feats, lengths = fe.batch_features_mx(wavs, self.cfg.frontend)
             mx.eval(feats)
         else:
@@ -295,7 +302,8 @@ def _cast(weights: dict, dtype, prefixes) -> dict:
     return out
 
 
-def load(path_or_repo, dtype="float32", audio_dtype="float32", cache_dir=None, preset=None) -> FunASRNanoASR:
+def load(path_or_repo, dtype="float32", audio_dtype="float32", cache_dir=None, preset=None,
+         policy=None) -> FunASRNanoASR:
     """Load a Fun-ASR-Nano checkpoint directory (official layout) or a Hugging Face repo id.
 
     `dtype` is the decoder's compute precision, `audio_dtype` the encoder's and adaptor's.
@@ -305,23 +313,33 @@ def load(path_or_repo, dtype="float32", audio_dtype="float32", cache_dir=None, p
     "q4-llm+bf16-audio", ...) overrides `dtype`/`audio_dtype` and casts/quantizes per component.
     A directory written by `precision.save_quantized` loads its stored (quantized) tensors
     directly; `preset` may then only repeat the stored one.
+
+    `policy` overrides the backend policy (`funasr_nano.runtime.backend.resolve_policy`: a
+    `BackendPolicy`, or a string such as ``"dequant_min_rows=never"`` or ``"metal"``); by default it
+    is resolved from the backend MLX runs on and the ``FUNASR_NANO_POLICY`` variable. It also gives
+    the compute dtype of quantized presets that name none (``q4`` computes in float32 on the CPU,
+    bfloat16 on GPUs).
     """
     from .checkpoint import check_state_dict, load_checkpoint_weights, resolve_checkpoint
-    from .precision import PrecisionPlan, apply_precision, is_precision_checkpoint, load_precision_net, parse_preset
+    from .precision import (PrecisionPlan, apply_precision, check_modes_supported, is_precision_checkpoint,
+                            load_precision_net, parse_preset)
     from .synthetic import is_synthetic
     from .tokenizer import Tokenizer
 
-    if mx.default_device() == mx.cpu:
+    policy = resolve_policy(policy)
+    if policy.reference_blas_check:
         from .platform_info import warn_if_reference_blas
 
         warn_if_reference_blas()  # Linux: MLX's bundled reference BLAS is many times slower
     ckpt = Path(resolve_checkpoint(path_or_repo, cache_dir=cache_dir))
     cfg = ModelConfig.from_dir(ckpt)
     if is_precision_checkpoint(ckpt):
-        net, plan = load_precision_net(ckpt, cfg, preset)
+        net, plan = load_precision_net(ckpt, cfg, preset, quant_compute=policy.quant_compute)
+        check_modes_supported(plan)
     else:
-        plan = parse_preset(preset) if preset is not None else PrecisionPlan.from_dtypes(
+        plan = parse_preset(preset, policy.quant_compute) if preset is not None else PrecisionPlan.from_dtypes(
             parse_dtype(dtype), parse_dtype(audio_dtype))
+        check_modes_supported(plan)  # before any work: a mode this backend lacks is an error, not a swap
         net = FunASRNano(cfg)
         weights = load_checkpoint_weights(ckpt, cache_dir=cache_dir)
         check_state_dict(weights, net.expected_shapes(), optional_prefixes=net.optional_keys())
@@ -341,7 +359,6 @@ def load(path_or_repo, dtype="float32", audio_dtype="float32", cache_dir=None, p
         tok = Tokenizer.from_dir(llm_dir(ckpt, cfg.raw["config.yaml"]))
     except FileNotFoundError as e:
         raise ConfigError(str(e)) from e
-    asr = FunASRNanoASR(net, tok, cfg, source=str(path_or_repo), synthetic=is_synthetic(ckpt),
-                        dtype=plan.llm_dtype, audio_dtype=plan.audio_dtype)
-    asr.plan, asr.preset, asr.checkpoint_dir = plan, plan.name, ckpt
-    return asr
+    return FunASRNanoASR(net, tok, cfg, source=str(path_or_repo), synthetic=is_synthetic(ckpt),
+                         dtype=plan.llm_dtype, audio_dtype=plan.audio_dtype, plan=plan, checkpoint_dir=ckpt,
+                         policy=policy)

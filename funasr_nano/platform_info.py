@@ -152,13 +152,11 @@ def backend_info() -> dict:
     """``{"backend": "cpu"|"metal"|"cuda", "device": ..., "mlx_version": ..., ...}`` for fingerprints."""
     import mlx.core as mx
 
-    dev = mx.default_device()
+    from .runtime.backend import default_device_label, detect_backend
+
     metal = bool(getattr(getattr(mx, "metal", None), "is_available", lambda: False)())
     cuda = bool(getattr(getattr(mx, "cuda", None), "is_available", lambda: False)())
-    if dev.type == mx.cpu:
-        backend = "cpu"
-    else:
-        backend = "metal" if metal else "cuda" if cuda else "gpu"
+    backend = detect_backend()
     name = None
     try:
         di = mx.device_info() if hasattr(mx, "device_info") else (
@@ -170,7 +168,7 @@ def backend_info() -> dict:
         name = _cpu_name() or name  # the full model string, not only the vendor
     out = {
         "backend": backend,
-        "device": str(dev),
+        "device": default_device_label(),
         "device_name": name,
         "metal_available": metal,
         "cuda_available": cuda,

@@ -14,8 +14,10 @@ Preset grammar
 
     preset  := part ("+" part)*
     part    := prec ("-" option)*
-    prec    := fp32 | bf16 | fp16 | q8 | q4        (aliases: float32, f32, bfloat16, float16, half)
-    option  := g32 | g64 | g128                     group size, quantized precisions only (default 64)
+    prec    := fp32 | bf16 | fp16                   (aliases: float32, f32, bfloat16, float16, half)
+             | q8 | q4                              MLX affine quantization (scale + bias per group)
+             | mxfp4 | nvfp4 | mxfp8                MLX microscaling floats (groups of 32 / 16 / 32)
+    option  := g32 | g64 | g128                     group size, q8 / q4 only (default 64)
              | all | llm | audio                    targets: llm = layers + embed, audio = encoder + adaptor
              | encoder | adaptor | layers | embed
              | @fp32 | @bf16 | @fp16                compute dtype of the targeted groups (see below)
@@ -23,7 +25,8 @@ Preset grammar
 A part without a target applies to every component. Parts apply left to right (a later part
 overrides an earlier one where they overlap); components no part names stay fp32. Examples:
 ``fp32``, ``bf16``, ``fp16``, ``q8``, ``q4``, ``q4-g32``, ``q4-llm+bf16-audio``,
-``q8-llm+fp32-audio``, ``q4-layers+q8-embed+bf16-audio``, ``q4-@bf16`` (a ``@dtype`` option may
+``q8-llm+fp32-audio``, ``q4-layers+q8-embed+bf16-audio``, ``q4-@bf16``, ``mxfp4``,
+``mxfp4-llm+bf16-audio``, ``nvfp4``, ``mxfp8`` (a ``@dtype`` option may
 also be glued to the precision: ``q4@bf16``, ``q4-llm@bf16+fp32-audio``).
 
 Compute dtype. The network has two compute groups, ``audio`` (encoder + adaptor) and ``llm``
@@ -33,11 +36,13 @@ not a multiple of the group size such as the encoder's 560-wide first layer), us
 compute dtype: the ``@dtype`` option when given, else the first float precision named for the
 group's components (encoder before adaptor, layers before embed), else float32.
 
-Why quantized components compute in float32 by default: with the MLX CPU backend (the Linux
-target of this project) ``quantized_matmul`` with bfloat16 activations is 8-15x slower per
-decoded token than with float32 ones (measured: 1x1024 @ 1024x3072 q4, 3.5 ms fp32 vs 28 ms bf16),
-and dense bfloat16 GEMMs have no BLAS path. The float32 scales cost 0.5 bit per weight at group
-size 64 (5.0 vs 4.5 bits). On Metal, ``@bf16`` is the usual choice.
+Compute dtype of quantized groups. A preset that names no float precision and no ``@dtype`` for a
+fully quantized group computes in the backend policy's ``quant_compute`` (`funasr_nano.runtime.backend`):
+float32 on the CPU, where MLX's ``quantized_matmul`` with bfloat16 activations is 8-15x slower per
+decoded token (1x1024 @ 1024x3072 q4: 3.5 ms fp32 vs 28 ms bf16) and dense bf16 GEMMs have no BLAS
+path; bfloat16 on Metal and CUDA, as mlx-lm computes quantized models. `parse_preset` takes it as
+an argument; preset names are canonical against float32 (``q4`` computing in bf16 is named
+``q4@bf16``), so a recorded name means the same on every machine.
 
 Why ``q4``/``q8`` quantize the audio path too: the encoder is ~221M of the ~840M parameters, so
 leaving it float keeps 885 MB (fp32) or 442 MB (bf16) resident; ``q4`` is the "smallest model"
@@ -45,18 +50,16 @@ setting. ``q4-llm+bf16-audio`` is the conservative alternative that keeps the au
 unquantized (bf16 has the float32 exponent range, so no fp16-style overflow) and quantizes
 only the decoder, where 4-bit weight-only quantization is well established.
 
-CPU note: MLX's CPU ``quantized_matmul`` runs row by row (cost grows linearly with the number of
-rows: ~0.7 s for 200 rows x 1024x3072 vs 25 ms for the dense OpenBLAS GEMM), so the quantized
-layers here (`QuantizedLinear`, `QuantizedEmbedding`) dequantize the matrix and use the dense
-GEMM when a call has `DEQUANT_MIN_ROWS` rows or more on the CPU (encoder, adaptor, prefill).
-Single-row decoding keeps ``quantized_matmul``. On a GPU the same switch happens from
-`DEQUANT_MIN_ROWS_GPU` rows (batched decoding; MLX CUDA's ``quantized_matmul`` is slow there).
-Parameters and checkpoints are the standard MLX ones either way.
+Dense path. MLX's CPU ``quantized_matmul`` runs row by row (~0.7 s for 200 rows x 1024x3072
+vs 25 ms for the dense OpenBLAS GEMM), and MLX CUDA's is slow for batches, so the quantized layers
+here (`QuantizedLinear`, `QuantizedEmbedding`) can dequantize the matrix and use the dense matmul
+for calls with many rows. The row threshold (and whether to dequantize block by block) comes from
+the backend policy (`configure_quantized`); a layer built outside `load()` behaves exactly like
+MLX's. Parameters and checkpoints are the standard MLX ones either way.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import shutil
 from dataclasses import dataclass, field
@@ -67,12 +70,16 @@ import mlx.nn as nn
 from mlx.utils import tree_flatten, tree_map_with_path
 
 FLOAT_KINDS = {"fp32": mx.float32, "bf16": mx.bfloat16, "fp16": mx.float16}
-QUANT_BITS = {"q8": 8, "q4": 4}
+QUANT_BITS = {"q8": 8, "q4": 4, "mxfp4": 4, "nvfp4": 4, "mxfp8": 8}
+# MLX's quantization mode of each quantized precision; the microscaling float formats have a fixed
+# group size (their scale format is defined per 32 or 16 elements) and no biases.
+QUANT_MODES = {"q8": "affine", "q4": "affine", "mxfp4": "mxfp4", "nvfp4": "nvfp4", "mxfp8": "mxfp8"}
+FIXED_GROUP_SIZE = {"mxfp4": 32, "nvfp4": 16, "mxfp8": 32}
 KINDS = tuple(FLOAT_KINDS) + tuple(QUANT_BITS)
 GROUP_SIZES = (32, 64, 128)
 DEFAULT_GROUP_SIZE = 64
-QUANT_MODE = "affine"
-DEFAULT_QUANT_COMPUTE = "fp32"
+QUANT_MODE = "affine"  # of q8 / q4
+DEFAULT_QUANT_COMPUTE = "fp32"  # what canonical preset names are relative to
 
 COMPONENTS = ("encoder", "adaptor", "llm_layers", "embedding")
 GROUPS = {"audio": ("encoder", "adaptor"), "llm": ("llm_layers", "embedding")}
@@ -96,24 +103,14 @@ _PREFIXES = {
 }
 
 # The benchmarks sweep these.
-PRESETS = ("fp32", "bf16", "fp16", "q8", "q4", "q4-llm+bf16-audio")
+PRESETS = ("fp32", "bf16", "fp16", "q8", "q4", "q4-llm+bf16-audio", "mxfp4", "mxfp4-llm+bf16-audio",
+           "nvfp4", "mxfp8")
 
 GRAMMAR = (
-    "preset := part ('+' part)*; part := prec ('-' option)*; prec := fp32|bf16|fp16|q8|q4; "
-    "option := g32|g64|g128 (quantized only) | all|llm|audio|encoder|adaptor|layers|embed | "
+    "preset := part ('+' part)*; part := prec ('-' option)*; prec := fp32|bf16|fp16|q8|q4|mxfp4|nvfp4|mxfp8; "
+    "option := g32|g64|g128 (q8/q4 only) | all|llm|audio|encoder|adaptor|layers|embed | "
     "@fp32|@bf16|@fp16 (compute dtype). Examples: " + ", ".join(PRESETS) + ", q4-g32, q8-llm+fp32-audio"
 )
-
-# On the CPU, quantized layers called with at least this many rows dequantize and use the dense
-# GEMM (MLX's CPU quantized_matmul costs one matrix pass per row; crossover measured at 2-4 rows).
-DEQUANT_MIN_ROWS = 4
-# On a GPU, the same switch from this many rows. MLX CUDA's quantized_matmul is fast for one row
-# but slow for batches (H100, MLX 0.32.4, 10 s clips, 40 tokens; tools/gpu/sweep.py
-# --gpu-dequant-rows 8 vs the default at the time, never): batch 32 q4 31.9 -> 10.1 ms per token,
-# q8 31.9 -> 9.4 ms; batch 8 q4 9.6 -> 13.6 ms (worse), q8 12.0 -> 9.3 ms. Between 8 and 32 rows
-# it is unmeasured; 16 keeps batch 8 on quantized_matmul. None: never.
-DEQUANT_MIN_ROWS_GPU = 16
-
 
 class NumericalOverflowError(FloatingPointError):
     """A stage produced inf/nan, typically float16 overflow; raised instead of decoding garbage."""
@@ -163,7 +160,7 @@ def check_finite(x: mx.array, stage: str, preset=None) -> mx.array:
 
 @dataclass(frozen=True)
 class ComponentPrecision:
-    """One component's weights: a float dtype, or affine-quantized with `bits` and `group_size`."""
+    """One component's weights: a float dtype, or quantized (`bits`, `group_size`, MLX `mode`)."""
 
     kind: str = "fp32"
     group_size: int | None = None
@@ -171,7 +168,12 @@ class ComponentPrecision:
     def __post_init__(self):
         if self.kind not in KINDS:
             raise ValueError(f"unknown precision {self.kind!r}; choose one of {KINDS}")
-        if self.kind in QUANT_BITS:
+        if self.kind in FIXED_GROUP_SIZE:
+            gs = FIXED_GROUP_SIZE[self.kind]
+            if self.group_size is not None and int(self.group_size) != gs:
+                raise ValueError(f"{self.kind} has a fixed group size of {gs}, got {self.group_size}")
+            object.__setattr__(self, "group_size", gs)
+        elif self.kind in QUANT_BITS:
             gs = DEFAULT_GROUP_SIZE if self.group_size is None else int(self.group_size)
             if gs not in GROUP_SIZES:
                 raise ValueError(f"group size {gs} not supported; choose one of {GROUP_SIZES}")
@@ -188,12 +190,16 @@ class ComponentPrecision:
         return QUANT_BITS.get(self.kind)
 
     @property
+    def mode(self) -> str | None:
+        return QUANT_MODES.get(self.kind)
+
+    @property
     def dtype(self):
         """The float dtype of a float component (None when quantized)."""
         return FLOAT_KINDS.get(self.kind)
 
     def __str__(self) -> str:
-        if self.quantized and self.group_size != DEFAULT_GROUP_SIZE:
+        if self.kind in ("q8", "q4") and self.group_size != DEFAULT_GROUP_SIZE:
             return f"{self.kind}-g{self.group_size}"
         return self.kind
 
@@ -284,25 +290,28 @@ def _kind_of_dtype(d) -> str:
     return s
 
 
-def _default_compute(comps: dict, group: str) -> str:
+def _default_compute(comps: dict, group: str, quant_compute: str = DEFAULT_QUANT_COMPUTE) -> str:
     for c in GROUPS[group]:
         if not comps[c].quantized:
             return comps[c].kind
-    return DEFAULT_QUANT_COMPUTE
+    return quant_compute
 
 
 def _bad(name, why):
     return ValueError(f"invalid precision preset {name!r}: {why}.\nGrammar: {GRAMMAR}")
 
 
-def parse_preset(name) -> PrecisionPlan:
+def parse_preset(name, quant_compute: str = DEFAULT_QUANT_COMPUTE) -> PrecisionPlan:
     """Parse a preset string (grammar in the module docstring) into a `PrecisionPlan`.
 
-    A `PrecisionPlan` passes through unchanged. Unknown or malformed names raise ValueError
-    with the grammar.
+    `quant_compute` is the compute dtype of a fully quantized group whose part names no ``@dtype``
+    (`load()` passes the backend policy's). A `PrecisionPlan` passes through unchanged. Unknown
+    or malformed names raise ValueError with the grammar.
     """
     if isinstance(name, PrecisionPlan):
         return name
+    if quant_compute not in FLOAT_KINDS:
+        raise ValueError(f"quant_compute must be one of {tuple(FLOAT_KINDS)}, got {quant_compute!r}")
     if not isinstance(name, str) or not name.strip():
         raise _bad(name, "expected a non-empty string")
     s = name.strip().lower()
@@ -320,12 +329,14 @@ def parse_preset(name) -> PrecisionPlan:
                 tokens.append(tok)
         prec = _ALIASES.get(tokens[0], tokens[0])
         if prec not in KINDS:
-            raise _bad(name, f"{tokens[0]!r} is not a precision (fp32, bf16, fp16, q8, q4)")
+            raise _bad(name, f"{tokens[0]!r} is not a precision (fp32, bf16, fp16, q8, q4, mxfp4, nvfp4, mxfp8)")
         group_size, targets, comp_dtype = None, [], None
         for tok in tokens[1:]:
             if tok.startswith("g") and tok[1:].isdigit():
                 if prec not in QUANT_BITS:
                     raise _bad(name, f"group size {tok!r} given to the unquantized precision {prec}")
+                if prec in FIXED_GROUP_SIZE:
+                    raise _bad(name, f"{prec} has a fixed group size of {FIXED_GROUP_SIZE[prec]}; it takes no {tok!r}")
                 if int(tok[1:]) not in GROUP_SIZES:
                     raise _bad(name, f"group size {tok[1:]} not supported (choose {GROUP_SIZES})")
                 group_size = int(tok[1:])
@@ -347,8 +358,8 @@ def parse_preset(name) -> PrecisionPlan:
                 if any(c in members for c in targeted):
                     compute[g] = comp_dtype
     return PrecisionPlan(**comps,
-                         audio_compute=compute.get("audio") or _default_compute(comps, "audio"),
-                         llm_compute=compute.get("llm") or _default_compute(comps, "llm"))
+                         audio_compute=compute.get("audio") or _default_compute(comps, "audio", quant_compute),
+                         llm_compute=compute.get("llm") or _default_compute(comps, "llm", quant_compute))
 
 
 def _canonical(plan: PrecisionPlan) -> str:
@@ -374,28 +385,8 @@ def _canonical(plan: PrecisionPlan) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-_DENSE_PATH_OFF = [False]
-
-
-@contextlib.contextmanager
-def no_dense_path():
-    """Keep quantized layers on `quantized_matmul` while tracing a compiled function: the dense
-    path evaluates blocks eagerly, which `mx.compile` does not allow."""
-    before = _DENSE_PATH_OFF[0]
-    _DENSE_PATH_OFF[0] = True
-    try:
-        yield
-    finally:
-        _DENSE_PATH_OFF[0] = before
-
-
-def _dense_path(x: mx.array) -> bool:
-    if _DENSE_PATH_OFF[0]:
-        return False
-    rows = x.size // max(x.shape[-1], 1) if x.ndim else 1
-    if mx.default_device().type == mx.cpu:
-        return rows >= DEQUANT_MIN_ROWS
-    return DEQUANT_MIN_ROWS_GPU is not None and rows >= DEQUANT_MIN_ROWS_GPU
+def _rows(x: mx.array) -> int:
+    return x.size // max(x.shape[-1], 1) if x.ndim else 1
 
 
 # Dequantize at most this many weights at a time on the dense path (64 MB in float32): the tied
@@ -415,9 +406,9 @@ def _dequantized_matmul(x: mx.array, m) -> mx.array:
                            group_size=m.group_size, bits=m.bits, mode=m.mode)
         return x @ wd.T
 
-    if out_dims <= block or mx.default_device().type != mx.cpu:
-        # On a GPU the float copy is transient device memory and evaluating block by block would
-        # stall the pipelined decode loop: one dequantize.
+    if out_dims <= block or not m.dense_chunked:
+        # Policy (GPUs): the float copy is transient device memory and evaluating block by block
+        # would stall the pipelined decode loop: one dequantize.
         return part(0, out_dims)
     parts = []
     for i in range(0, out_dims, block):
@@ -429,12 +420,16 @@ def _dequantized_matmul(x: mx.array, m) -> mx.array:
 
 
 class QuantizedLinear(nn.QuantizedLinear):
-    """`nn.QuantizedLinear` (same parameters) that, for >= DEQUANT_MIN_ROWS rows on the CPU (or
-    DEQUANT_MIN_ROWS_GPU on a GPU), multiplies by the dequantized matrix with the dense GEMM
-    instead of `quantized_matmul`."""
+    """`nn.QuantizedLinear` (same parameters) that, for calls with at least `dense_min_rows` rows,
+    multiplies by the dequantized matrix with the dense matmul instead of `quantized_matmul`.
+    `configure_quantized` sets the threshold from the backend policy; None (the default): never,
+    exactly MLX's layer."""
+
+    dense_min_rows: int | None = None
+    dense_chunked: bool = False
 
     def __call__(self, x):
-        if not _dense_path(x):
+        if self.dense_min_rows is None or _rows(x) < self.dense_min_rows:
             return super().__call__(x)
         y = _dequantized_matmul(x, self)
         if "bias" in self:
@@ -444,12 +439,74 @@ class QuantizedLinear(nn.QuantizedLinear):
 
 class QuantizedEmbedding(nn.QuantizedEmbedding):
     """`nn.QuantizedEmbedding` whose `as_linear` (the tied LM head) takes the dense path like
-    `QuantizedLinear` for many rows on the CPU."""
+    `QuantizedLinear`."""
+
+    dense_min_rows: int | None = None
+    dense_chunked: bool = False
 
     def as_linear(self, x):
-        if not _dense_path(x):
+        if self.dense_min_rows is None or _rows(x) < self.dense_min_rows:
             return super().as_linear(x)
         return _dequantized_matmul(x, self)
+
+
+def configure_quantized(net: nn.Module, policy) -> int:
+    """Give every quantized layer of `net` the backend policy's dense-path settings
+    (`dequant_min_rows`, `dequant_chunked`); returns how many layers it set."""
+    n = 0
+    for _, m in tree_flatten(net.leaf_modules(), is_leaf=nn.Module.is_module):
+        if isinstance(m, (QuantizedLinear, QuantizedEmbedding)):
+            m.dense_min_rows = policy.dequant_min_rows
+            m.dense_chunked = bool(policy.dequant_chunked)
+            n += 1
+    return n
+
+
+class UnsupportedModeError(ValueError):
+    """A quantization mode the backend MLX runs on cannot compute (raised instead of substituting one)."""
+
+
+_MODE_SUPPORT: dict = {}
+
+
+def mode_support(kind: str, compute: str = "fp32") -> str | None:
+    """None when MLX's default device can quantize and multiply in the mode of the quantized
+    precision `kind` with `compute` activations, else the reason (MLX's error). Probed once per
+    process on a 64 x 64 matrix: MLX raises for modes a backend does not implement."""
+    from .runtime.backend import detect_backend
+
+    key = (kind, compute, detect_backend())
+    if key not in _MODE_SUPPORT:
+        spec = ComponentPrecision(kind)
+        try:
+            w = mx.ones((64, 64))
+            q = mx.quantize(w, group_size=spec.group_size, bits=spec.bits, mode=spec.mode)
+            biases = q[2] if len(q) > 2 else None
+            x = mx.ones((2, 64), dtype=FLOAT_KINDS[compute])
+            mx.eval(mx.quantized_matmul(x, q[0], q[1], biases, transpose=True, group_size=spec.group_size,
+                                        bits=spec.bits, mode=spec.mode))
+            _MODE_SUPPORT[key] = None
+        except Exception as e:  # MLX raises ValueError/RuntimeError for unimplemented kernels
+            _MODE_SUPPORT[key] = f"{type(e).__name__}: {e}"
+    return _MODE_SUPPORT[key]
+
+
+def check_modes_supported(plan) -> None:
+    """Raise `UnsupportedModeError` naming the precision and component if `plan` uses a
+    quantization mode this backend cannot run."""
+    plan = parse_preset(plan)
+    for c in COMPONENTS:
+        spec = plan.component(c)
+        if spec.quantized:
+            why = mode_support(spec.kind, plan.compute_of(c))
+            if why:
+                raise UnsupportedModeError(
+                    f"preset {plan.name!r}: {spec.kind} ({spec.mode} mode, {component_of_label(c)}) cannot run on "
+                    f"this MLX backend ({mx.__version__}): {why}")
+
+
+def component_of_label(c: str) -> str:
+    return {"llm_layers": "decoder layers", "embedding": "embedding"}.get(c, c)
 
 
 def component_of(path: str) -> str:
@@ -477,7 +534,7 @@ def quantization_map(net: nn.Module, plan: PrecisionPlan) -> dict[str, dict]:
         except ValueError:
             continue
         if spec.quantized and quantizable(m, spec.group_size):
-            out[path] = {"bits": spec.bits, "group_size": spec.group_size, "mode": QUANT_MODE,
+            out[path] = {"bits": spec.bits, "group_size": spec.group_size, "mode": spec.mode,
                          "type": "embedding" if isinstance(m, nn.Embedding) else "linear"}
     return out
 
@@ -602,9 +659,8 @@ def save_quantized(asr, out_dir) -> Path:
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    src = getattr(asr, "checkpoint_dir", None)
-    src = Path(src) if src is not None else Path(asr.source)
-    plan = getattr(asr, "plan", None) or PrecisionPlan.from_dtypes(asr.dtype, asr.audio_dtype)
+    src = Path(asr.checkpoint_dir) if asr.checkpoint_dir is not None else Path(asr.source)
+    plan = asr.plan
     qmap = {p: {"bits": m.bits, "group_size": m.group_size, "mode": m.mode,
                 "type": "embedding" if isinstance(m, nn.QuantizedEmbedding) else "linear"}
             for p, m in tree_flatten(asr.net.leaf_modules(), is_leaf=nn.Module.is_module)
@@ -632,7 +688,7 @@ def save_quantized(asr, out_dir) -> Path:
             json.dump(asr.cfg.raw["config.json"], f, indent=2)
     if (src / "configuration.json").is_file() and src.resolve() != out.resolve():
         shutil.copy2(src / "configuration.json", out / "configuration.json")
-    synthetic = bool(getattr(asr, "synthetic", False))
+    synthetic = bool(asr.synthetic)
     if synthetic:
         text = (src / MARKER).read_text(encoding="utf-8") if (src / MARKER).is_file() else \
             "These are SYNTHETIC weights.\n"
@@ -643,7 +699,7 @@ def save_quantized(asr, out_dir) -> Path:
         "version": 1,
         "preset": plan.name,
         "plan": plan.to_dict(),
-        "mode": QUANT_MODE,
+        "modes": sorted({q["mode"] for q in qmap.values()}),
         "quantized_modules": qmap,
         "weights": WEIGHTS_NAME,
         "weight_bytes": weight_bytes(asr.net),
@@ -671,7 +727,7 @@ def read_precision_config(ckpt_dir) -> dict:
     return meta
 
 
-def load_precision_net(ckpt_dir, cfg, preset=None):
+def load_precision_net(ckpt_dir, cfg, preset=None, quant_compute: str = DEFAULT_QUANT_COMPUTE):
     """Build a `FunASRNano` for a checkpoint written by `save_quantized`: quantized modules first,
     then the stored tensors loaded directly (no float copy of the quantized matrices is ever
     computed: the skeleton's random initialisers stay unevaluated). Returns (net, plan)."""
@@ -680,8 +736,9 @@ def load_precision_net(ckpt_dir, cfg, preset=None):
 
     meta = read_precision_config(ckpt_dir)
     plan = PrecisionPlan.from_dict(meta["plan"])
-    if preset is not None and parse_preset(preset) != plan:
-        raise ValueError(f"{ckpt_dir} holds preset {plan.name!r}; it cannot be loaded as {parse_preset(preset).name!r} "
+    if preset is not None and parse_preset(preset, quant_compute) != plan:
+        raise ValueError(f"{ckpt_dir} holds preset {plan.name!r}; it cannot be loaded as "
+                         f"{parse_preset(preset, quant_compute).name!r} "
                          "(load the original float checkpoint to apply another preset)")
     net = FunASRNano(cfg)
     quantize_modules(net, meta["quantized_modules"])
@@ -695,5 +752,6 @@ __all__ = [
     "PRESETS", "GRAMMAR", "ComponentPrecision", "PrecisionPlan", "parse_preset", "apply_precision",
     "weight_bytes", "parameter_counts", "check_finite", "NumericalOverflowError", "save_quantized",
     "load_precision_net", "is_precision_checkpoint", "QuantizedLinear", "QuantizedEmbedding",
-    "quantization_map", "quantize_modules", "component_of",
+    "quantization_map", "quantize_modules", "component_of", "configure_quantized", "mode_support",
+    "check_modes_supported", "UnsupportedModeError",
 ]

@@ -50,24 +50,37 @@ def test_compiled_batched_decode_equals_uncompiled(asr):
     embeds, valid, offsets = left_pad(rows)
     from funasr_nano.generate import greedy_decode
 
-    asr.compiled_decode = False
-    slow = greedy_decode(asr, embeds, valid, offsets, 10, asr.stop_ids, ignore_eos=True)
-    asr.compiled_decode = True
-    fast = greedy_decode(asr, embeds, valid, offsets, 10, asr.stop_ids, ignore_eos=True)
+    default = asr.policy
+    try:
+        asr.policy = "compiled_decode_rows=0"
+        slow = greedy_decode(asr, embeds, valid, offsets, 10, asr.stop_ids, ignore_eos=True)
+        asr.policy = "compiled_decode_rows=8"
+        fast = greedy_decode(asr, embeds, valid, offsets, 10, asr.stop_ids, ignore_eos=True)
+    finally:
+        asr.policy = default
+    assert (slow.path, fast.path) == ("growing-cache", "compiled")
     assert fast.tokens == slow.tokens
     assert all(len(t) == 10 for t in fast.tokens)
 
 
 def test_compiled_decode_with_quantized_batch(tiny_ckpt):
-    """A 4-row batch would take the CPU dequantize path, which evaluates eagerly and cannot be
-    traced; the compiled step must keep quantized layers on quantized_matmul instead."""
-    q4 = funasr_nano.load(tiny_ckpt, preset="q4-g32")
-    q4.compiled_decode = True  # the automatic choice would skip compiling for 4 CPU rows
+    """The compiled step with quantized layers on quantized_matmul (dense path off, as on Metal)
+    decodes a 4-row q4 batch like the growing cache; where the dense path would apply (CPU, 4 rows:
+    it evaluates block by block and cannot be traced) the policy falls back to the growing cache
+    even when the compiled step is asked for."""
+    from funasr_nano.generate import greedy_decode, left_pad
+
+    q4 = funasr_nano.load(tiny_ckpt, preset="q4-g32", policy="compiled_decode_rows=8,dequant_min_rows=never")
     wavs = [speech_like(s, 1) for s in (1.0, 1.5, 2.0, 2.5)]
-    fast = [r.tokens for r in q4.transcribe_batch(wavs, max_new_tokens=6, ignore_eos=True)]
-    q4.compiled_decode = False
-    slow = [r.tokens for r in q4.transcribe_batch(wavs, max_new_tokens=6, ignore_eos=True)]
-    assert fast == slow and all(len(t) == 6 for t in fast)
+    rows = [q4.embed_prompt(q4.prompt(a.shape[1]), a)[0] for a in (q4.adapt(q4.encode(q4.features(w))) for w in wavs)]
+    embeds, valid, offsets = left_pad(rows)
+    fast = greedy_decode(q4, embeds, valid, offsets, 6, q4.stop_ids, ignore_eos=True)
+    q4.policy = "compiled_decode_rows=0"
+    slow = greedy_decode(q4, embeds, valid, offsets, 6, q4.stop_ids, ignore_eos=True)
+    q4.policy = "compiled_decode_rows=8"  # CPU default dequant_min_rows=4: 4 rows take the dense path
+    forced = greedy_decode(q4, embeds, valid, offsets, 6, q4.stop_ids, ignore_eos=True)
+    assert (fast.path, slow.path, forced.path) == ("compiled", "growing-cache", "growing-cache")
+    assert fast.tokens == slow.tokens == forced.tokens and all(len(t) == 6 for t in fast.tokens)
 
 
 

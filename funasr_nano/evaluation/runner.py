@@ -152,9 +152,9 @@ def environment() -> dict:
         "ld_preload": os.environ.get("LD_PRELOAD") or None,
     }
     try:
-        import mlx.core as mx
+        from ..runtime.backend import default_device_label
 
-        env["mlx_device"] = str(mx.default_device())
+        env["mlx_device"] = default_device_label()
     except Exception:  # pragma: no cover
         pass
     return env
@@ -167,6 +167,7 @@ def _model_info(asr) -> dict:
         "dtype": str(getattr(asr, "dtype", "")) or None,
         "audio_dtype": str(getattr(asr, "audio_dtype", "")) or None,
         "synthetic": bool(getattr(asr, "synthetic", False)),
+        "policy": asr.policy.to_dict() if getattr(asr, "policy", None) is not None else None,
     }
 
 

@@ -1,0 +1,269 @@
+"""The backend policy: every choice that depends on where MLX runs, in one place.
+
+`load()` resolves one `BackendPolicy` per model (`asr.policy`) from the backend MLX computes on
+(``cpu``, ``metal`` or ``cuda``); nothing else in the package asks which device it runs on. The
+policy is printed by ``funasr-nano profile`` and ``funasr-nano machine``, recorded in benchmark
+results and run records, and can be overridden, field by field, with ``load(..., policy=...)`` or
+the ``FUNASR_NANO_POLICY`` environment variable (see `resolve_policy`), so one machine can measure
+the alternatives (``funasr-nano bench policy-ab``).
+
+The defaults, per backend, and where each comes from:
+
+=====================  ==============  ================  ==============
+field                  cpu             metal             cuda
+=====================  ==============  ================  ==============
+frontend               numpy           mlx               mlx
+compiled_decode_rows   3               0                 0
+step_ops               tables          fast              fast
+dequant_min_rows       4               never             16
+dequant_chunked        yes             no                no
+quant_compute          fp32            bf16              bf16
+reference_blas_check   yes             no                no
+=====================  ==============  ================  ==============
+
+* ``cpu`` (measured on the project's 2-core Linux machine, MLX 0.32 with OpenBLAS): the float64
+  numpy frontend is the parity reference and as fast as MLX's there; the compiled fixed-buffer step
+  saves the per-step graph building below 4 rows; MLX's CPU ``quantized_matmul`` is scalar code
+  whose cost grows with the row count, so quantized layers dequantize block by block and use the
+  OpenBLAS GEMM from 4 rows (crossover 2-4 rows); quantized presets compute in float32 because
+  bf16 ``quantized_matmul`` is 8-15x slower and dense bf16 GEMMs have no BLAS path.
+* ``metal`` (NOT measured here: the project has no Apple hardware). The defaults follow MLX's own
+  practice on Apple GPUs, as mlx-lm ships it: `nn.QuantizedLinear` always calls
+  ``quantized_matmul`` (Metal picks ``qmv``/``qmm`` kernels by row count; ml-explore/mlx #3086 and
+  #4265 measured 4-bit faster than fp16 from 16 rows), quantized models compute in the activation
+  dtype (bf16), and the decode loop is mlx-lm's: a growing KV cache, the next step queued with
+  ``mx.async_eval`` before the host reads the current token, no ``mx.compile`` of the step. The
+  frontend runs on the GPU as mlx-whisper's log-mel does. ``funasr-nano bench policy-ab`` measures
+  each of these both ways on a Mac.
+* ``cuda`` (measured on the lent H100/H200, MLX 0.32.4): the growing-cache step beats the compiled
+  step at every batch size; MLX CUDA's ``quantized_matmul`` is slow for batches, so quantized
+  layers dequantize from 16 rows; bf16 compute for quantized presets (float32 compute doubles the
+  activation and KV-cache bytes: on the H200 q4@fp32 decoded one clip at 6.3 ms/token against
+  3.8 for bf16). The numbers are in docs/measurements/ (h200-cuda-2026-12-02).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+
+import mlx.core as mx
+
+BACKENDS = ("cpu", "metal", "cuda")
+ENV_VAR = "FUNASR_NANO_POLICY"
+FRONTENDS = ("numpy", "mlx")
+STEP_OPS = ("tables", "fast")
+COMPUTE_DTYPES = ("fp32", "bf16", "fp16")
+
+
+class PolicyError(ValueError):
+    """An unknown backend, field or value in a policy override."""
+
+
+@dataclass(frozen=True)
+class BackendPolicy:
+    """Backend-specific runtime choices (module docstring: the table and its sources).
+
+    frontend              fbank + LFR in float64 numpy ("numpy") or float32 MLX on the device ("mlx")
+    compiled_decode_rows  batches of up to this many rows decode with the compiled fixed-buffer
+                          step (`fast_decode.py`); larger ones, and 0, use the growing KV cache
+    step_ops              RoPE / attention inside the compiled step: shared cos/sin "tables" and
+                          grouped-query attention (fastest on the CPU), or MLX's "fast" kernels
+    dequant_min_rows      quantized layers called with at least this many rows dequantize and use
+                          the dense matmul instead of ``quantized_matmul``; None: never
+    dequant_chunked       dequantize large matrices block by block (bounds the float copy's memory
+                          where each block can be evaluated eagerly: the CPU)
+    quant_compute         compute dtype of quantized components when a preset names none (``q4``
+                          means ``q4@<quant_compute>``; ``@fp32`` / ``@bf16`` in a preset win)
+    reference_blas_check  warn at load when MLX's CPU backend runs on the reference BLAS
+    """
+
+    backend: str
+    frontend: str
+    compiled_decode_rows: int
+    step_ops: str
+    dequant_min_rows: int | None
+    dequant_chunked: bool
+    quant_compute: str
+    reference_blas_check: bool
+    overridden: tuple = field(default=(), compare=False)  # fields set by an override, for records
+
+    def __post_init__(self):
+        checks = (("backend", BACKENDS), ("frontend", FRONTENDS), ("step_ops", STEP_OPS),
+                  ("quant_compute", COMPUTE_DTYPES))
+        for name, allowed in checks:
+            if getattr(self, name) not in allowed:
+                raise PolicyError(f"policy field {name}={getattr(self, name)!r}: choose one of {allowed}")
+        if not isinstance(self.compiled_decode_rows, int) or self.compiled_decode_rows < 0:
+            raise PolicyError(f"compiled_decode_rows must be an integer >= 0, got {self.compiled_decode_rows!r}")
+        if self.dequant_min_rows is not None and (not isinstance(self.dequant_min_rows, int)
+                                                  or self.dequant_min_rows < 1):
+            raise PolicyError(f"dequant_min_rows must be an integer >= 1 or None, got {self.dequant_min_rows!r}")
+
+    # ----- decisions ---------------------------------------------------------------------
+    def dense_path(self, rows: int) -> bool:
+        """Whether a quantized layer called with `rows` rows dequantizes and uses the dense matmul."""
+        return self.dequant_min_rows is not None and rows >= self.dequant_min_rows
+
+    def use_compiled(self, rows: int, quantized: bool) -> bool:
+        """Whether a batch of `rows` decodes with the compiled step. Never where quantized layers
+        would take the dense path: it evaluates block by block, which a traced function cannot."""
+        if rows > self.compiled_decode_rows:
+            return False
+        return not (quantized and self.dense_path(rows))
+
+    # ----- records -----------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "overridden"}
+        d["overridden"] = list(self.overridden)
+        return d
+
+    def spec(self) -> str:
+        """The override string that rebuilds this policy (`resolve_policy(p.spec())` == p)."""
+        items = [self.backend] + [f"{k}={_fmt(getattr(self, k))}" for k in FIELDS]
+        return ",".join(items)
+
+    def summary(self) -> str:
+        """One line for tables and footers."""
+        comp = (f"compiled<={self.compiled_decode_rows} rows" if self.compiled_decode_rows else "growing-cache")
+        deq = "never" if self.dequant_min_rows is None else f">={self.dequant_min_rows} rows"
+        out = (f"{self.backend}: frontend {self.frontend}, decode {comp} ({self.step_ops} ops), "
+               f"dequantize {deq}{' chunked' if self.dequant_chunked else ''}, "
+               f"quantized compute {self.quant_compute}")
+        if self.overridden:
+            out += f" [overridden: {', '.join(self.overridden)}]"
+        return out
+
+    def rows(self) -> list[tuple[str, str, str]]:
+        """(field, value, this backend's default) for printing."""
+        base = default_policy(self.backend)
+        return [(k, _fmt(getattr(self, k)), _fmt(getattr(base, k))) for k in FIELDS]
+
+
+FIELDS = tuple(f.name for f in dataclasses.fields(BackendPolicy) if f.name not in ("backend", "overridden"))
+
+_DEFAULTS = {
+    "cpu": dict(frontend="numpy", compiled_decode_rows=3, step_ops="tables", dequant_min_rows=4,
+                dequant_chunked=True, quant_compute="fp32", reference_blas_check=True),
+    "metal": dict(frontend="mlx", compiled_decode_rows=0, step_ops="fast", dequant_min_rows=None,
+                  dequant_chunked=False, quant_compute="bf16", reference_blas_check=False),
+    "cuda": dict(frontend="mlx", compiled_decode_rows=0, step_ops="fast", dequant_min_rows=16,
+                 dequant_chunked=False, quant_compute="bf16", reference_blas_check=False),
+}
+
+# What each default rests on, for `funasr-nano machine` and the policy-ab table.
+EVIDENCE = {
+    "cpu": "measured on the 2-core Linux CPU machine (docs/measurements/cpu-2core-*)",
+    "metal": "NOT measured here (no Apple hardware): MLX's own Metal practice (mlx-lm); "
+             "check with `funasr-nano bench policy-ab`",
+    "cuda": "measured on the lent H100/H200 (docs/measurements/h1*-cuda-*)",
+}
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "never"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    return str(v)
+
+
+def default_policy(backend: str) -> BackendPolicy:
+    if backend not in _DEFAULTS:
+        raise PolicyError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
+    return BackendPolicy(backend=backend, **_DEFAULTS[backend])
+
+
+def detect_backend() -> str:
+    """The backend of MLX's default device: "cpu", "metal" or "cuda"."""
+    if mx.default_device().type == mx.cpu:
+        return "cpu"
+    metal = getattr(mx, "metal", None)
+    if metal is not None and metal.is_available():
+        return "metal"
+    return "cuda"
+
+
+def default_device_label() -> str:
+    """MLX's default device as MLX prints it (``Device(gpu, 0)``), for records."""
+    return str(mx.default_device())
+
+
+def _parse_value(name: str, raw: str):
+    s = raw.strip().lower()
+    if name in ("dequant_min_rows",):
+        if s in ("never", "none", "off", "0"):
+            return None
+        return _int(name, s)
+    if name == "compiled_decode_rows":
+        if s in ("never", "none", "off"):
+            return 0
+        return _int(name, s)
+    if name in ("dequant_chunked", "reference_blas_check"):
+        if s in ("1", "yes", "true", "on"):
+            return True
+        if s in ("0", "no", "false", "off"):
+            return False
+        raise PolicyError(f"policy field {name} takes yes/no, got {raw!r}")
+    if name == "quant_compute":
+        return {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}.get(s, s)
+    return s
+
+
+def _int(name, s):
+    try:
+        return int(s)
+    except ValueError:
+        raise PolicyError(f"policy field {name} takes an integer, got {s!r}") from None
+
+
+def parse_overrides(spec) -> tuple[str | None, dict]:
+    """``"metal"``, ``"dequant_min_rows=8,quant_compute=fp32"`` or ``"cuda,compiled_decode_rows=4"``
+    (or a dict) -> (backend or None, {field: value})."""
+    if spec is None:
+        return None, {}
+    if isinstance(spec, dict):
+        items = [(str(k), v) for k, v in spec.items()]
+    else:
+        items = []
+        for part in str(spec).replace(";", ",").split(","):
+            part = part.strip()
+            if not part:
+                continue
+            if "=" not in part:
+                items.append(("backend", part))
+                continue
+            k, _, v = part.partition("=")
+            items.append((k.strip().replace("-", "_"), v))
+    backend, fields = None, {}
+    for k, v in items:
+        if k == "backend":
+            backend = str(v).strip().lower()
+            if backend not in BACKENDS:
+                raise PolicyError(f"unknown backend {v!r} in policy {spec!r}; choose one of {BACKENDS}")
+            continue
+        if k not in FIELDS:
+            raise PolicyError(f"unknown policy field {k!r} in {spec!r}; fields: {', '.join(FIELDS)}")
+        fields[k] = _parse_value(k, v) if isinstance(v, str) else v
+    return backend, fields
+
+
+def resolve_policy(policy=None, backend: str | None = None, environ=None) -> BackendPolicy:
+    """The policy for this process: the defaults of `backend` (default: the one MLX computes on),
+    then the ``FUNASR_NANO_POLICY`` overrides, then `policy` (a `BackendPolicy`, returned as is, or
+    an override string / dict as `parse_overrides` reads them). Naming a backend in an override
+    starts from that backend's defaults, so a CPU machine can run the Metal or CUDA choices."""
+    if isinstance(policy, BackendPolicy):
+        return policy
+    env = os.environ if environ is None else environ
+    env_backend, env_fields = parse_overrides(env.get(ENV_VAR) or None)
+    arg_backend, arg_fields = parse_overrides(policy)
+    base = default_policy(arg_backend or env_backend or backend or detect_backend())
+    fields = {**env_fields, **arg_fields}
+    changed = tuple(k for k in FIELDS if k in fields and fields[k] != getattr(base, k))
+    return dataclasses.replace(base, **fields, overridden=changed)
+
+
+__all__ = ["BackendPolicy", "PolicyError", "BACKENDS", "FIELDS", "ENV_VAR", "EVIDENCE", "default_policy",
+           "detect_backend", "default_device_label", "parse_overrides", "resolve_policy"]
