@@ -33,9 +33,11 @@ from pathlib import Path
 
 # ----- the grid ---------------------------------------------------------------------------------------
 # A pinned copy of funasr_nano.precision.PRESETS (history needs a fixed grid): the float
-# precisions, MLX affine 8/4-bit (group 64, everything quantized, fp32 compute), and 4-bit LLM
-# with a bf16 audio path.
-PRESETS = ["fp32", "bf16", "fp16", "q8", "q4", "q4-llm+bf16-audio"]
+# precisions, MLX affine 8/4-bit (group 64, everything quantized, compute dtype from the backend
+# policy: fp32 on the CPU, bf16 on GPUs), 4-bit LLM with a bf16 audio path, and MLX's
+# microscaling float modes (suite version 2).
+PRESETS = ["fp32", "bf16", "fp16", "q8", "q4", "q4-llm+bf16-audio", "mxfp4", "mxfp4-llm+bf16-audio", "nvfp4",
+           "mxfp8"]
 BATCH_SIZES = [1, 4]
 AUDIO_SECONDS = [5, 10, 30]
 TOKENS_PER_SECOND = 4
@@ -51,7 +53,9 @@ SENTINEL_REPEAT = (7, 10, 60.0)
 
 # Bump when the *method* of a benchmark changes (asv's default version is a hash of the source,
 # which would also start a new series on harmless refactors).
-SUITE_VERSION = "1"
+# 2: the microscaling presets joined the grid, and quantized presets compute in the backend
+# policy's dtype (bf16 on GPUs).
+SUITE_VERSION = "2"
 
 ENV_MODEL = "FUNASR_NANO_MODEL"
 ENV_SYNTHETIC = "FUNASR_NANO_BENCH_SYNTHETIC"    # "real" (default) or "tiny"
@@ -184,6 +188,21 @@ def _supports_preset(preset: str) -> bool:
     return True
 
 
+def unsupported_mode_reason(preset: str) -> str | None:
+    """Why this backend cannot run `preset`'s quantization mode (None: it can, or this commit
+    cannot tell). A mode a backend lacks is skipped with this reason, never replaced."""
+    try:
+        from funasr_nano import precision
+        from funasr_nano.runtime.backend import resolve_policy
+    except ImportError:
+        return None
+    try:
+        precision.check_modes_supported(precision.parse_preset(preset, resolve_policy().quant_compute))
+    except precision.UnsupportedModeError as e:
+        return str(e)
+    return None
+
+
 def load_model(preset: str):
     """A loaded ``FunASRNanoASR`` for ``preset`` (memoized). Raises NotImplementedError (= asv
     skip) when this commit does not know the preset."""
@@ -191,6 +210,9 @@ def load_model(preset: str):
         return _MODELS[preset]
     if not _supports_preset(preset):
         raise NotImplementedError(f"preset {preset!r} is not available in this version")
+    why = unsupported_mode_reason(preset)
+    if why:
+        raise NotImplementedError(why)
     _MODELS[preset] = load_fresh(preset)
     return _MODELS[preset]
 

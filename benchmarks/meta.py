@@ -5,6 +5,9 @@
   as synthetic from this value.
 * ``Context.track_reference_blas``: 1 when MLX calls the slow reference BLAS in the benchmark
   processes (Linux CPU without OpenBLAS preloaded), else 0.
+* ``Policy.track_policy``: the backend policy the benchmark processes ran with
+  (`funasr_nano.runtime.backend`), one number per field, so a changed choice shows up in
+  ``asv compare`` next to the timings it moved; skipped on commits before the policy existed.
 * ``Load.time_load``: loading a checkpoint (safetensors cache already converted, files in the page
   cache) into a ready model, per preset (quantization happens here).
 """
@@ -37,6 +40,37 @@ class Context:
     track_reference_blas.unit = "1 = reference BLAS"
 
 
+class Policy:
+    """The backend policy, one tracked number per field: rows (0 = never) for the row thresholds,
+    bits for the quantized compute dtype, 1/0 for the choices between two forms."""
+
+    params = [["dequant_min_rows", "compiled_decode_rows", "quant_compute_bits", "frontend_mlx", "step_ops_fast",
+               "dequant_chunked"]]
+    param_names = ["field"]
+    timeout = 120
+    version = c.SUITE_VERSION
+
+    def setup(self, field):
+        try:
+            from funasr_nano.runtime.backend import resolve_policy
+        except ImportError as e:
+            raise NotImplementedError(f"no backend policy in this version: {e}")
+        self.policy = resolve_policy()
+
+    def track_policy(self, field):
+        p = self.policy
+        return float({
+            "dequant_min_rows": p.dequant_min_rows or 0,
+            "compiled_decode_rows": p.compiled_decode_rows,
+            "quant_compute_bits": {"fp32": 32, "bf16": 16, "fp16": 16}[p.quant_compute],
+            "frontend_mlx": p.frontend == "mlx",
+            "step_ops_fast": p.step_ops == "fast",
+            "dequant_chunked": p.dequant_chunked,
+        }[field])
+
+    track_policy.unit = "policy value (rows, 0 = never; bits; 1/0)"
+
+
 class Load(c.ModelBenchmark):
     params = [c.PRESETS]
     param_names = ["preset"]
@@ -45,6 +79,9 @@ class Load(c.ModelBenchmark):
     def setup(self, preset):
         if not c._supports_preset(preset):
             raise NotImplementedError(f"preset {preset!r} is not available in this version")
+        why = c.unsupported_mode_reason(preset)
+        if why:
+            raise NotImplementedError(why)
         self.warm_once((preset,), self.time_load, preset)  # converts the cache, fills the page cache
 
     def time_load(self, preset):

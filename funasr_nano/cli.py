@@ -881,8 +881,9 @@ def cmd_profile(args) -> int:
         "file": args.file,
         "model": asr.source,
         "synthetic_weights": bool(asr.synthetic),
-        "preset": getattr(asr, "preset", None),
+        "preset": asr.preset,
         "dtype": str(asr.dtype).rsplit(".", 1)[-1],
+        "policy": asr.policy.to_dict(),
         "audio_seconds": round(audio_s, 3),
         "segments": len(pieces),
         "stages_ms": {name: round(1000 * s, 3) for name, s, _ in rows},
@@ -912,6 +913,7 @@ def cmd_profile(args) -> int:
         head += " [synthetic weights]"
     dt = prof["dtype"] + (f", preset {prof['preset']}" if prof["preset"] else "")
     print(f"{head} ({dt})")
+    print(f"policy: {asr.policy.summary()}")
     print(f"{'stage':<12}{'ms':>11}  notes")
     for name, s, extra in rows:
         print(f"{name:<12}{1000 * s:>11.1f}  {extra}")

@@ -316,8 +316,20 @@ def fingerprint(name: str | None = None) -> dict:
         "blas": {k: v for k, v in blas_info.items() if isinstance(v, (str, int, float, bool, type(None)))},
         "ld_preload": os.environ.get("LD_PRELOAD", ""),
         "hostname": platform.node(),
+        "policy": _policy(),
     }
     return {**fp, "details": details}
+
+
+def _policy() -> dict:
+    """The backend policy a model loaded in this process gets (FUNASR_NANO_POLICY honoured)."""
+    try:
+        from funasr_nano.runtime.backend import resolve_policy
+
+        p = resolve_policy()
+        return {**p.to_dict(), "summary": p.summary()}
+    except Exception as e:  # MLX not importable, or a bad FUNASR_NANO_POLICY
+        return {"error": f"{type(e).__name__}: {e}"}
 
 
 def asv_entry(fp: dict) -> dict:
@@ -355,6 +367,9 @@ def describe(fp: dict) -> str:
              f"  os       {fp['os']}",
              f"  gpu      {fp['gpu']}" + (f" ({fp['gpu_cores']} cores)" if fp.get("gpu_cores") else ""),
              f"  backend  {fp['backend']}   blas {fp['blas']}   mlx {fp['mlx']}"]
+    pol = (fp.get("details") or {}).get("policy") or {}
+    if pol:
+        lines.append(f"  policy   {pol.get('summary') or pol.get('error')}")
     if fp.get("blas") == "reference":
         lib = openblas_library()
         if lib:

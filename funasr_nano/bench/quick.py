@@ -49,6 +49,9 @@ ASV_VERSION = "0.6.6"
 QUICK = [
     ("meta.Context.track_synthetic_weights",),
     ("meta.Context.track_reference_blas",),
+    # the backend policy the numbers below ran with, one entry per field
+    *[("meta.Policy.track_policy", f) for f in ("dequant_min_rows", "compiled_decode_rows", "quant_compute_bits",
+                                                "frontend_mlx", "step_ops_fast", "dequant_chunked")],
     ("meta.Load.time_load", "fp32"),
     # end to end: presets at 5 s, plus the batch and length axes for fp32
     ("e2e.Transcribe.track_rtf", "fp32", 1, 5),
@@ -328,6 +331,7 @@ def cmd_run(args) -> int:
                            else f"synthetic-{ck.get('synthetic_preset') or 'real'}-seed0"),
             "synthetic": ck["synthetic"], "tokens_per_second": 4,
             "blas": fp.get("blas"), "ld_preload": env.get("LD_PRELOAD", ""), "backend": fp.get("backend"),
+            "policy": (fp.get("details") or {}).get("policy"),
             "versions": _versions(), "asv": asv_ver, "python": platform.python_version(),
             "asv_rc": rc, "asv_seconds": round(asv_s, 1), "wall_seconds": round(wall, 1),
             "selection": "full grid" if args.full else f"{len(sel)} selectors (funasr_nano.bench.quick.QUICK)",

@@ -1,0 +1,190 @@
+"""The backend policy: defaults per backend (resolved from a backend name, so Metal and CUDA are
+checked on this CPU machine), overrides, what load() does with it, and where it is recorded."""
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import mlx.nn as nn
+import pytest
+from mlx.utils import tree_flatten
+
+import funasr_nano
+from funasr_nano.runtime.backend import (
+    ENV_VAR, FIELDS, BackendPolicy, PolicyError, default_policy, detect_backend, parse_overrides, resolve_policy,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_defaults_per_backend():
+    cpu, metal, cuda = (default_policy(b) for b in ("cpu", "metal", "cuda"))
+    # CPU: as measured on the Linux machine (dequantize from 4 rows, float32 compute, compiled
+    # step below that row count with the table RoPE / grouped attention, numpy frontend)
+    assert (cpu.dequant_min_rows, cpu.quant_compute, cpu.compiled_decode_rows, cpu.step_ops, cpu.frontend) == \
+        (4, "fp32", 3, "tables", "numpy")
+    assert cpu.dequant_chunked and cpu.reference_blas_check
+    # Metal: MLX's own practice (mlx-lm): never dequantize, bf16 compute, growing-cache decode
+    assert metal.dequant_min_rows is None and metal.quant_compute == "bf16"
+    assert metal.compiled_decode_rows == 0 and metal.step_ops == "fast" and metal.frontend == "mlx"
+    assert not metal.dequant_chunked and not metal.reference_blas_check
+    # CUDA: as measured on the lent GPUs
+    assert cuda.dequant_min_rows == 16 and cuda.quant_compute == "bf16" and cuda.compiled_decode_rows == 0
+    assert resolve_policy(backend="metal", environ={}) == metal
+    assert resolve_policy(environ={}) == default_policy(detect_backend())
+    assert detect_backend() == "cpu"  # the test machines run MLX's CPU backend
+
+
+def test_decisions():
+    metal, cpu = default_policy("metal"), default_policy("cpu")
+    assert not metal.dense_path(10_000)
+    assert [cpu.dense_path(r) for r in (1, 3, 4, 200)] == [False, False, True, True]
+    assert cpu.use_compiled(1, quantized=True) and cpu.use_compiled(3, quantized=False)
+    assert not cpu.use_compiled(4, quantized=False)
+    forced = resolve_policy("compiled_decode_rows=64", environ={})
+    assert forced.use_compiled(32, quantized=False)
+    # the dense path evaluates eagerly and cannot be traced: never compiled together
+    assert not forced.use_compiled(4, quantized=True) and forced.use_compiled(3, quantized=True)
+    assert not metal.use_compiled(1, quantized=False)
+
+
+def test_overrides_string_dict_and_environment():
+    p = resolve_policy("dequant_min_rows=never, quant_compute=bfloat16", environ={})
+    assert p.backend == "cpu" and p.dequant_min_rows is None and p.quant_compute == "bf16"
+    assert p.overridden == ("dequant_min_rows", "quant_compute")
+    assert "overridden: dequant_min_rows, quant_compute" in p.summary()
+    assert resolve_policy({"dequant_min_rows": 8}, environ={}).dequant_min_rows == 8
+    # a backend name starts from that backend's defaults; fields after it override those
+    p = resolve_policy("cuda,dequant_min_rows=8", environ={})
+    assert p.backend == "cuda" and p.dequant_min_rows == 8 and p.quant_compute == "bf16"
+    # the environment applies first, the argument wins field by field
+    env = {ENV_VAR: "metal;compiled_decode_rows=2"}
+    assert resolve_policy(environ=env).backend == "metal" and resolve_policy(environ=env).compiled_decode_rows == 2
+    p = resolve_policy("compiled_decode_rows=5", environ=env)
+    assert (p.backend, p.compiled_decode_rows, p.dequant_min_rows) == ("metal", 5, None)
+    # a BackendPolicy passes through; spec() rebuilds it exactly
+    for b in ("cpu", "metal", "cuda"):
+        q = resolve_policy(f"{b},dequant_min_rows=12,frontend=mlx", environ={})
+        assert resolve_policy(q) is q
+        assert resolve_policy(q.spec(), environ={}) == q
+        assert json.loads(json.dumps(q.to_dict()))["backend"] == b
+
+
+@pytest.mark.parametrize("bad, msg", [
+    ("vulkan", "unknown backend"),
+    ("dequant_rows=4", "unknown policy field"),
+    ("dequant_min_rows=four", "takes an integer"),
+    ("dequant_min_rows=-3", "dequant_min_rows must be"),
+    ("frontend=torch", "frontend"),
+    ("quant_compute=int8", "quant_compute"),
+    ("dequant_chunked=maybe", "yes/no"),
+])
+def test_bad_overrides(bad, msg):
+    with pytest.raises(PolicyError, match=msg):
+        resolve_policy(bad, environ={})
+
+
+def test_bad_environment_is_an_error(tiny_ckpt, monkeypatch):
+    monkeypatch.setenv(ENV_VAR, "dequant_min_rows=lots")
+    with pytest.raises(PolicyError, match="dequant_min_rows"):
+        funasr_nano.load(tiny_ckpt)
+
+
+def _quantized(net):
+    return [m for _, m in tree_flatten(net.leaf_modules(), is_leaf=nn.Module.is_module)
+            if isinstance(m, (nn.QuantizedLinear, nn.QuantizedEmbedding))]
+
+
+@pytest.mark.parametrize("backend, compute, dense, chunked", [
+    ("cpu", "fp32", 4, True), ("metal", "bf16", None, False), ("cuda", "bf16", 16, False)])
+def test_load_applies_the_policy(tiny_ckpt, backend, compute, dense, chunked):
+    asr = funasr_nano.load(tiny_ckpt, preset="q4-g32", policy=backend)
+    assert asr.policy == default_policy(backend)
+    assert asr.plan.llm_compute == compute and asr.plan.audio_compute == compute
+    assert asr.preset == ("q4-g32" if compute == "fp32" else f"q4-g32@{compute}")  # names are policy-independent
+    layers = _quantized(asr.net)
+    assert layers and all(m.dense_min_rows == dense and m.dense_chunked == chunked for m in layers)
+    # an explicit compute dtype in the preset wins over the policy's
+    assert funasr_nano.load(tiny_ckpt, preset="q4-g32@fp32", policy=backend).plan.llm_compute == "fp32"
+
+
+def test_policy_switch_reconfigures_layers(tiny_ckpt, monkeypatch):
+    monkeypatch.setenv(ENV_VAR, "dequant_min_rows=9")
+    asr = funasr_nano.load(tiny_ckpt, preset="q8-g32")
+    assert asr.policy.dequant_min_rows == 9 and asr.policy.overridden == ("dequant_min_rows",)
+    assert all(m.dense_min_rows == 9 for m in _quantized(asr.net))
+    asr.policy = "metal"  # Metal's defaults, with the environment's field still applied
+    assert asr.policy.backend == "metal" and asr.policy.dequant_min_rows == 9
+    asr.policy = "dequant_min_rows=never"
+    assert all(m.dense_min_rows is None for m in _quantized(asr.net))
+    asr.policy = default_policy("cuda")
+    assert all(m.dense_min_rows == 16 and not m.dense_chunked for m in _quantized(asr.net))
+
+
+def test_metal_policy_decodes_like_cpu_policy_in_fp32(tiny_ckpt):
+    """The Metal choices (MLX frontend, growing cache, no dense path) run here too, so a CPU
+    machine can exercise them; in float32 they give the CPU policy's tokens."""
+    from funasr_nano.test_audio import speech_like
+
+    wavs = [speech_like(1.5, 1), speech_like(2.0, 2)]
+    cpu = funasr_nano.load(tiny_ckpt)
+    metal = funasr_nano.load(tiny_ckpt, policy="metal")
+    a = [r.tokens for r in cpu.transcribe_batch(wavs, max_new_tokens=6, ignore_eos=True)]
+    b = [r.tokens for r in metal.transcribe_batch(wavs, max_new_tokens=6, ignore_eos=True)]
+    assert a == b and all(len(t) == 6 for t in a)
+
+
+def test_only_the_policy_module_asks_for_the_device():
+    hits = []
+    for p in (ROOT / "funasr_nano").rglob("*.py"):
+        for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
+            if re.search(r"default_device\(\)|==\s*mx\.gpu|\.type\s*[!=]=\s*mx\.(cpu|gpu)", line):
+                hits.append(f"{p.relative_to(ROOT)}:{i}")
+    assert hits and all(h.startswith("funasr_nano/runtime/backend.py:") for h in hits), hits
+
+
+def test_recorded_in_asv_benchmark_and_machine_fingerprint(monkeypatch):
+    sys.path.insert(0, str(ROOT))
+    try:
+        from benchmarks import meta
+    finally:
+        sys.path.remove(str(ROOT))
+    monkeypatch.setenv(ENV_VAR, "cuda,dequant_min_rows=8")
+    bench = meta.Policy()
+    values = {}
+    for f in meta.Policy.params[0]:
+        bench.setup(f)
+        values[f] = bench.track_policy(f)
+    assert values == {"dequant_min_rows": 8.0, "compiled_decode_rows": 0.0, "quant_compute_bits": 16.0,
+                      "frontend_mlx": 1.0, "step_ops_fast": 1.0, "dequant_chunked": 0.0}
+    # the fingerprint of a benchmark process (what runs.jsonl records) carries the policy too
+    out = subprocess.run([sys.executable, "-m", "funasr_nano.bench.machine", "--no-write"], capture_output=True,
+                         text=True, check=True, cwd=ROOT)
+    assert "policy   cuda: frontend mlx" in out.stdout and "dequantize >=8 rows" in out.stdout
+    fp = json.loads(subprocess.run([sys.executable, "-m", "funasr_nano.bench.machine", "--json", "--no-write"],
+                                   capture_output=True, text=True, check=True, cwd=ROOT).stdout)
+    assert fp["details"]["policy"]["dequant_min_rows"] == 8 and fp["details"]["policy"]["overridden"] == [
+        "dequant_min_rows"]
+
+
+def test_profile_prints_the_policy(tiny_ckpt, tmp_path):
+    import soundfile as sf
+
+    from funasr_nano.test_audio import speech_like
+
+    wav = tmp_path / "a.wav"
+    sf.write(wav, speech_like(1.0, 0), 16000)
+    out = subprocess.run([sys.executable, "-m", "funasr_nano", "profile", str(wav), "--model", str(tiny_ckpt),
+                          "--max-new-tokens", "3", "--json"], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    prof = json.loads(out.stdout)
+    assert prof["policy"]["backend"] == "cpu" and set(FIELDS) <= set(prof["policy"])
+
+
+def test_policy_dataclass_validates():
+    with pytest.raises(PolicyError):
+        BackendPolicy(backend="cpu", frontend="numpy", compiled_decode_rows=-1, step_ops="tables",
+                      dequant_min_rows=4, dequant_chunked=True, quant_compute="fp32", reference_blas_check=True)
+    assert parse_overrides(None) == (None, {})
