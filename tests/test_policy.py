@@ -188,3 +188,27 @@ def test_policy_dataclass_validates():
         BackendPolicy(backend="cpu", frontend="numpy", compiled_decode_rows=-1, step_ops="tables",
                       dequant_min_rows=4, dequant_chunked=True, quant_compute="fp32", reference_blas_check=True)
     assert parse_overrides(None) == (None, {})
+
+
+def test_policy_ab_command(tiny_ckpt, tmp_path, capsys):
+    from funasr_nano.bench.quick import main as bench_main
+
+    out_json = tmp_path / "ab.json"
+    rc = bench_main(["policy-ab", "--model", str(tiny_ckpt), "--repeats", "2", "--tokens", "3", "--batch", "2",
+                     "--seconds", "1", "--json", str(out_json)])
+    assert rc == 0
+    table = capsys.readouterr().out
+    res = json.loads(out_json.read_text())
+    choices = [r["choice"] for r in res["rows"]]
+    assert choices == ["quant_compute", "dequant_min_rows", "compiled_decode_rows", "step_ops", "frontend"]
+    for r in res["rows"]:
+        assert len(r["default_ms"]) == len(r["alternative_ms"]) == 2 and min(r["default_ms"] + r["alternative_ms"]) > 0
+        assert r["default"] != r["alternative"]
+        assert f"| {r['choice']} |" in table and r["verdict"] in table
+    assert "TINY test model" in table and "cpu: frontend numpy" in table
+    # a policy to start from and a choice subset; a bad choice is a usage error
+    assert bench_main(["policy-ab", "--model", str(tiny_ckpt), "--repeats", "1", "--tokens", "2", "--batch", "2",
+                       "--seconds", "1", "--policy", "metal", "--choice", "dequant_min_rows"]) == 0
+    out = capsys.readouterr().out
+    assert "| dequant_min_rows |" in out and "| never | >= 16 rows |" in out and "metal:" in out
+    assert bench_main(["policy-ab", "--model", str(tiny_ckpt), "--choice", "warp_speed"]) == 2

@@ -591,6 +591,8 @@ def build_parser():
     sub = p.add_subparsers(dest="cmd")
     r = sub.add_parser("run", help="run the quick suite (default)")
     c = sub.add_parser("compare", help="regression check: working tree vs a stored baseline (asv compare)")
+    sub.add_parser("policy-ab", add_help=False,
+                   help="measure each backend-policy choice both ways on this machine (see `policy-ab --help`)")
     for q in (p, r):
         _common(q)
         q.add_argument("--full", action="store_true", help="the whole grid instead of the quick selection (hours on a CPU)")
@@ -620,6 +622,10 @@ def build_parser():
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["policy-ab"]:  # its own parser: measures in this process, no asv
+        from .policy_ab import main as policy_ab_main
+
+        return policy_ab_main(argv[1:])
     args = build_parser().parse_args(argv)
     if args.cmd == "compare":
         return cmd_compare(args)

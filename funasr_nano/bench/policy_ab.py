@@ -1,0 +1,257 @@
+"""``funasr-nano bench policy-ab``: measure every backend-policy choice both ways on this machine.
+
+The defaults for Apple GPUs follow MLX's own practice and are not measured by the project (it has
+no Apple hardware); this command is the first-run check a Mac user makes. For each choice of
+`funasr_nano.runtime.backend.BackendPolicy` it runs the workload where the choice matters with the
+default and with the alternative, interleaved (A B A B ...) after a warm-up of each, and prints a
+Markdown table (median, min-max, ratio, verdict) that can be pasted into an issue as it is.
+
+=====================  ===========================================  ============================
+choice                 workload                                      metric
+=====================  ===========================================  ============================
+quant_compute          q4, one clip                                  ms per decoded token
+dequant_min_rows       q4, a batch of --batch clips                  ms per decode step
+compiled_decode_rows   the float preset, one clip                    ms per decoded token
+step_ops               the float preset, one clip, compiled step     ms per decoded token
+frontend               a batch of --batch clips                      frontend ms
+=====================  ===========================================  ============================
+
+The float preset is fp32 where quantized presets compute in fp32 (the CPU), else bf16.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import statistics
+import sys
+import time
+
+VERDICT_MARGIN = 0.05  # the alternative must be this much faster before the default is called wrong
+
+
+def _alternatives(p) -> dict:
+    """{choice: (alternative policy, preset kind)} for the choices of policy `p`."""
+    other_compute = "fp32" if p.quant_compute != "fp32" else "bf16"
+    dense_alt = None if p.dequant_min_rows is not None else 16
+    compiled_alt = 0 if p.compiled_decode_rows else 1
+    return {
+        "quant_compute": dataclasses.replace(p, quant_compute=other_compute),
+        "dequant_min_rows": dataclasses.replace(p, dequant_min_rows=dense_alt),
+        "compiled_decode_rows": dataclasses.replace(p, compiled_decode_rows=compiled_alt),
+        "step_ops": dataclasses.replace(p, step_ops="fast" if p.step_ops == "tables" else "tables",
+                                        compiled_decode_rows=max(p.compiled_decode_rows, 1)),
+        "frontend": dataclasses.replace(p, frontend="mlx" if p.frontend == "numpy" else "numpy"),
+    }
+
+
+def _value(p, choice) -> str:
+    v = getattr(p, choice)
+    if choice == "dequant_min_rows":
+        return "never" if v is None else f">= {v} rows"
+    if choice == "compiled_decode_rows":
+        return "growing cache" if not v else f"compiled <= {v} rows"
+    return str(v)
+
+
+def _decode_ms(asr, embeds, tokens) -> float:
+    from ..generate import greedy_decode, left_pad
+
+    e, valid, offsets = left_pad(embeds)
+    res = greedy_decode(asr, e, valid, offsets, tokens, asr.stop_ids, ignore_eos=True)
+    return 1000.0 * res.decode_s / max(res.steps, 1)
+
+
+def _frontend_ms(asr, wavs) -> float:
+    import mlx.core as mx
+
+    from .. import frontend as fe
+
+    t0 = time.perf_counter()
+    if asr.policy.frontend == "mlx":
+        feats, _ = fe.batch_features_mx(wavs, asr.cfg.frontend)
+        mx.eval(feats)
+    else:
+        fe.batch_features(wavs, asr.cfg.frontend)
+    return 1000.0 * (time.perf_counter() - t0)
+
+
+def _embeds(asr, wavs) -> list:
+    import mlx.core as mx
+
+    rows = []
+    for w in wavs:
+        aud = asr.adapt(asr.encode(asr.features(w)))
+        rows.append(asr.embed_prompt(asr.prompt(aud.shape[1]), aud)[0])
+    mx.eval(rows)
+    return rows
+
+
+def _ab(run, pol_a, pol_b, asr_a, asr_b, repeats) -> tuple[list, list]:
+    """Warm each side once, then alternate A B A B ...; returns both sides' samples."""
+    a, b = [], []
+    for asr, pol in ((asr_a, pol_a), (asr_b, pol_b)):
+        asr.policy = pol
+        run(asr)
+    for _ in range(repeats):
+        asr_a.policy = pol_a
+        a.append(run(asr_a))
+        asr_b.policy = pol_b
+        b.append(run(asr_b))
+    return a, b
+
+
+def measure(model: str, repeats: int = 3, seconds: float = 5.0, tokens: int = 16, batch: int = 16,
+            choices=None, policy=None, progress=print) -> dict:
+    """Measure each choice both ways; returns {"env": ..., "rows": [...]} (see module docstring)."""
+    import mlx.core as mx
+
+    import funasr_nano
+    from ..platform_info import backend_info
+    from ..runtime.backend import EVIDENCE, resolve_policy
+    from ..synthetic import is_synthetic
+    from ..test_audio import speech_like
+
+    base = resolve_policy(policy)
+    alts = _alternatives(base)
+    choices = list(choices or alts)
+    unknown = [c for c in choices if c not in alts]
+    if unknown:
+        raise ValueError(f"unknown choice(s) {unknown}; choose from {list(alts)}")
+    float_preset = "fp32" if base.quant_compute == "fp32" else "bf16"
+    one = [speech_like(seconds, seed=1)]
+    many = [speech_like(seconds, seed=k) for k in range(batch)]
+    models: dict = {}
+
+    model_path = str(model)
+
+    def loaded(preset, pol):
+        key = (preset, pol.quant_compute)
+        if key not in models:
+            progress(f"[policy-ab] loading {preset} (quantized compute {pol.quant_compute}) ...")
+            models[key] = funasr_nano.load(model_path, preset=preset, policy=pol)
+        return models[key]
+
+    rows = []
+    for choice in choices:
+        alt = alts[choice]
+        t0 = time.perf_counter()
+        if choice in ("quant_compute", "dequant_min_rows"):
+            wavs = one if choice == "quant_compute" else many
+            asr_a, asr_b = loaded("q4", base), loaded("q4", alt)
+            emb = _embeds(asr_a, wavs)
+            emb_b = emb if asr_b is asr_a else _embeds(asr_b, wavs)
+            a, b = [], []
+            for asr, pol, e in ((asr_a, base, emb), (asr_b, alt, emb_b)):  # warm-up
+                asr.policy = pol
+                _decode_ms(asr, e, 4)
+            for _ in range(repeats):
+                asr_a.policy = base
+                a.append(_decode_ms(asr_a, emb, tokens))
+                asr_b.policy = alt
+                b.append(_decode_ms(asr_b, emb_b, tokens))
+            workload = f"q4, {len(wavs)} x {seconds:g} s, {tokens} tokens"
+            metric = "ms per decode step"
+        elif choice in ("compiled_decode_rows", "step_ops"):
+            asr = loaded(float_preset, base)
+            emb = _embeds(asr, one)
+            pol_a = base if choice == "compiled_decode_rows" else dataclasses.replace(
+                base, compiled_decode_rows=max(base.compiled_decode_rows, 1))
+            a, b = _ab(lambda m: _decode_ms(m, emb, tokens), pol_a, alt, asr, asr, repeats)
+            workload = f"{float_preset}, 1 x {seconds:g} s, {tokens} tokens" + (
+                ", compiled step" if choice == "step_ops" else "")
+            metric = "ms per decoded token"
+        else:  # frontend
+            asr = loaded(float_preset, base)
+            a, b = _ab(lambda m: _frontend_ms(m, many), base, alt, asr, asr, repeats)
+            workload = f"frontend, {len(many)} x {seconds:g} s"
+            metric = "frontend ms"
+        ma, mb = statistics.median(a), statistics.median(b)
+        ratio = mb / ma if ma > 0 else float("nan")
+        if choice == "step_ops" and not base.compiled_decode_rows:
+            verdict = "only used by the compiled step (off by default here)"
+        elif ratio < 1 - VERDICT_MARGIN:
+            verdict = f"ALTERNATIVE FASTER ({1 / ratio:.2f}x): please report"
+        else:
+            verdict = "default holds"
+        rows.append({"choice": choice, "workload": workload, "metric": metric,
+                     "default": _value(base, choice), "alternative": _value(alt, choice),
+                     "default_ms": a, "alternative_ms": b, "default_median": ma, "alternative_median": mb,
+                     "ratio_alt_over_default": ratio, "verdict": verdict})
+        progress(f"[policy-ab] {choice}: default {ma:.2f} vs alternative {mb:.2f} {metric} "
+                 f"({time.perf_counter() - t0:.0f} s)")
+    tiny = any(m.cfg.llm.hidden_size < 1024 for m in models.values())
+    weights = model_path
+    if is_synthetic(model_path):
+        weights = ("synthetic TINY test model: a smoke test, not a measurement" if tiny
+                   else "synthetic (seeded random, real shapes)")
+    info = backend_info()
+    env = {"backend": info.get("backend"), "device": info.get("device"), "device_name": info.get("device_name"),
+           "mlx_version": mx.__version__, "platform": info.get("platform"), "blas": info.get("blas"),
+           "policy": base.summary(), "evidence": EVIDENCE.get(base.backend),
+           "weights": weights,
+           "repeats": repeats}
+    return {"env": env, "rows": rows}
+
+
+def to_markdown(result: dict) -> str:
+    env = result["env"]
+    lines = [
+        f"`funasr-nano bench policy-ab` on {env['device_name']} ({env['backend']}, MLX {env['mlx_version']}"
+        + (f", {env['blas']} BLAS" if env.get("blas") and env["backend"] == "cpu" else "") + ")",
+        f"Policy: {env['policy']}. Defaults: {env['evidence']}.",
+        f"Weights: {env['weights']}. Median (min-max) of {env['repeats']} interleaved runs per side after a "
+        "warm-up; ratio = alternative / default (below 1: the alternative is faster).",
+        "",
+        "| choice | workload | default | alternative | default median (min-max) | alternative median (min-max) "
+        "| ratio | verdict |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result["rows"]:
+        a, b = r["default_ms"], r["alternative_ms"]
+        lines.append(f"| {r['choice']} | {r['workload']} ({r['metric']}) | {r['default']} | {r['alternative']} "
+                     f"| {r['default_median']:.2f} ({min(a):.2f}-{max(a):.2f}) "
+                     f"| {r['alternative_median']:.2f} ({min(b):.2f}-{max(b):.2f}) "
+                     f"| {r['ratio_alt_over_default']:.2f} | {r['verdict']} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="funasr-nano bench policy-ab", description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default=None, help="checkpoint directory (default: the real-shaped synthetic model)")
+    p.add_argument("--synthetic", choices=("real", "tiny"), default="real",
+                   help="which synthetic model when --model is not given (tiny: a smoke test, not a measurement)")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--seconds", type=float, default=5.0, help="clip length")
+    p.add_argument("--tokens", type=int, default=16, help="decoded tokens per timed run")
+    p.add_argument("--batch", type=int, default=16, help="clips in the batched workloads (dequantize, frontend)")
+    p.add_argument("--choice", action="append", default=None, help="measure only this choice (repeatable)")
+    p.add_argument("--policy", default=None, help="start from this policy instead of the detected one")
+    p.add_argument("--json", default=None, help="also write the result here")
+    args = p.parse_args(argv)
+    for name in ("repeats", "tokens", "batch"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name} must be >= 1")
+    if args.seconds <= 0:
+        p.error("--seconds must be > 0")
+    model = args.model
+    if model is None:
+        from ..cli import ensure_synthetic
+
+        model = str(ensure_synthetic(args.synthetic))
+    try:
+        result = measure(model, args.repeats, args.seconds, args.tokens, args.batch, args.choice, args.policy,
+                         progress=lambda m: print(m, file=sys.stderr, flush=True))
+    except ValueError as e:
+        print(f"funasr-nano bench policy-ab: error: {e}", file=sys.stderr)
+        return 2
+    print(to_markdown(result))
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(result, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
