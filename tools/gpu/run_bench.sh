@@ -19,7 +19,14 @@
 #            under the bundled HEAD -> $OUT/asv_results.tgz (results/<machine>/ + report), $OUT/asv.log
 #   probe    tools/gpu/probe_decode.py: batch-1 decode step variants (fp32, bf16, q4; default env and
 #            PROBE_ENV, e.g. "MLX_MAX_OPS_PER_BUFFER=1000") -> $OUT/probe.json, $OUT/probe.log
+#   memory   tools/gpu/probe_memory.py: per-stage peak memory, bf16 and fp32, batch 32, 10 and 30 s
+#            (MEMORY_ARGS) -> $OUT/memory.json, $OUT/memory.log
+#   policy   tools/gpu/sweep.py over the backend-policy variants (quantized compute bf16 vs fp32,
+#            dequantize threshold, compiled step), interleaved, batch 1/8/32, 10 s (POLICY_ARGS)
+#            -> $OUT/policy_sweep.json, $OUT/policy_sweep.md, $OUT/policy_sweep.log
+#   ab       funasr-nano bench policy-ab: each policy choice both ways -> $OUT/policy_ab.{json,md}
 #   part1 = mlx check ckpt compare sweep        part2 = mlx check ckpt asv
+#   part3 = mlx check ckpt memory policy         part4 = mlx check ckpt compare ab
 #
 # Everything keeps to DEADLINE seconds (default 570) from the script's start: compare and asv run
 # under `timeout`, the sweep gets a budget and writes its JSON after every configuration.
@@ -137,6 +144,32 @@ step_sweep() {
   log "sweep exit ${PIPESTATUS[0]}"
 }
 
+step_memory() {
+  log "memory probe (timeout $(( $(left) - 10 ))s)"
+  # shellcheck disable=SC2086
+  timeout "$(( $(left) - 10 ))" "$PY" tools/gpu/probe_memory.py --model "$CKPT" ${MEMORY_ARGS:---preset bf16 --preset fp32 --batch 32 --seconds 10 --seconds 30 --tokens 8} \
+    --json "$OUT/memory.json" 2>&1 | tee "$OUT/memory.log"
+  log "memory exit ${PIPESTATUS[0]}"
+}
+
+step_policy() {
+  local budget=$(( $(left) - 60 )); [ "$budget" -lt 30 ] && budget=30
+  log "policy sweep (budget ${budget}s)"
+  # shellcheck disable=SC2086
+  timeout $(( $(left) - 5 )) "$PY" tools/gpu/sweep.py --model "$CKPT" --budget-s "$budget" $GPUFLAG \
+    ${POLICY_ARGS:---preset bf16 --preset q8 --preset q4 --variant "q8|quant_compute=fp32" --variant "q4|quant_compute=fp32" --variant "q4|dequant_min_rows=never" --variant "q4|dequant_min_rows=8" --variant "q8|dequant_min_rows=never" --variant "bf16|compiled_decode_rows=64" --batch 1 --batch 8 --batch 32 --seconds 10} \
+    --json "$OUT/policy_sweep.json" --md "$OUT/policy_sweep.md" 2>&1 | tee "$OUT/policy_sweep.log"
+  log "policy sweep exit ${PIPESTATUS[0]}"
+}
+
+step_ab() {
+  log "policy-ab (timeout $(( $(left) - 10 ))s)"
+  # shellcheck disable=SC2086
+  timeout "$(( $(left) - 10 ))" "$PY" -m funasr_nano bench policy-ab --model "$CKPT" ${AB_ARGS:---repeats 5 --seconds 10 --tokens 32 --batch 32} \
+    --json "$OUT/policy_ab.json" > "$OUT/policy_ab.md" 2> >(tee "$OUT/policy_ab.log" >&2)
+  log "policy-ab exit $?"; cat "$OUT/policy_ab.md"
+}
+
 step_probe() {
   local envs=() e
   for e in ${PROBE_ENV:-MLX_MAX_OPS_PER_BUFFER=1000}; do envs+=(--env "$e"); done
@@ -203,14 +236,16 @@ EOF
   return $rc
 }
 
-[ $# -gt 0 ] || { sed -n 2,26p "$0"; exit 2; }
+[ $# -gt 0 ] || { sed -n 2,34p "$0"; exit 2; }
 steps=()
 for s in "$@"; do
   case "$s" in
     part1) steps+=(mlx check ckpt compare sweep) ;;
     part2) steps+=(mlx check ckpt asv) ;;
+    part3) steps+=(mlx check ckpt memory policy) ;;
+    part4) steps+=(mlx check ckpt compare ab) ;;
     all) steps+=(mlx check ckpt compare sweep asv) ;;
-    stage|mlx|check|ckpt|compare|sweep|asv|probe) steps+=("$s") ;;
+    stage|mlx|check|ckpt|compare|sweep|asv|probe|memory|policy|ab) steps+=("$s") ;;
     *) echo "unknown step $s" >&2; exit 2 ;;
   esac
 done
