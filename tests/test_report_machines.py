@@ -151,3 +151,17 @@ def test_project_results_show_every_machine():
     with_rtf = {r.machine for r in rs.select(report.B_RTF)}
     cmp = report.compare_machines(rs)
     assert len(with_rtf) >= 3 and set(cmp.points) == with_rtf
+
+
+def test_at_one_commit(tmp_path):
+    """``--commit``: every machine at that commit; the others are listed as not compared."""
+    _write(tmp_path, "cpu-box", A, {"fp32": 0.5, "q4": 2.0}, 0.02, started=1)
+    _write(tmp_path, "cpu-box", B, {"fp32": 0.4, "q4": 1.8}, 0.02, started=5)
+    _write(tmp_path, "gpu-one", A, {"fp32": 0.03, "q4": 0.04}, 0.0007, started=3)
+    _write(tmp_path, "gpu-two", C, {"fp32": 0.03, "q4": 0.04}, 0.0007, started=4)
+    rs = load_results(tmp_path)
+    cmp = report.compare_machines(rs, commit="aaaa")
+    assert cmp.points == {"cpu-box": A, "gpu-one": A} and cmp.missing == ["gpu-two"] and cmp.notes == []
+    md = report.markdown_report(rs, commit="aaaa")
+    assert "every machine at commit `aaaaaaaa`" in md
+    assert "Not compared (no `e2e.Transcribe.track_rtf` result at commit aaaaaaaa): gpu-two." in md

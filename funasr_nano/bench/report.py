@@ -390,8 +390,8 @@ def package_change_notes(rs: ResultSet, points: dict, benchmark: str, presets, b
                          factor: float = CALIBRATION_FACTOR) -> list[dict]:
     """Whether the package changed between the commits being compared, judged on every machine that
     measured both commits: the benchmark's ratio between them divided by the calibration
-    benchmark's ratio (``meta.Calibration``: package-free MLX GEMM + GEMV, so it moves only with
-    the machine) is the package's own change. One note per pair of commits:
+    benchmark's ratio (``meta.Calibration``: MLX GEMM + GEMV using no model code, so it moves with
+    the machine, its load, MLX and the BLAS) is the package's own change. One note per pair of commits:
     ``level`` "warning" (beyond ``factor`` on some machine), "checked" (within it) or "unchecked"
     (no machine has both commits with the calibration)."""
     dates = _commit_dates(rs)
@@ -451,7 +451,8 @@ class MachineComparison:
     presets: list
     values: dict        # (machine, preset) -> value or None
     notes: list         # package_change_notes()
-    missing: list       # machines without a result at this suite version
+    missing: list       # machines without a result at this suite version (or at ``commit``)
+    commit: str | None = None
 
     def label(self, machine: str) -> str:
         return f"{machine} @ {self.points[machine][:8]}"
@@ -482,7 +483,7 @@ def compare_machines(rs: ResultSet, machines=None, commit: str | None = None, be
               for m, c in points.items() for p in presets}
     notes = package_change_notes(rs, points, benchmark, presets, batch, seconds, factor)
     missing = [m for m in machines if m not in points]
-    return MachineComparison(benchmark, batch, seconds, version, points, presets, values, notes, missing)
+    return MachineComparison(benchmark, batch, seconds, version, points, presets, values, notes, missing, commit)
 
 
 def machines_markdown(rs: ResultSet, cmp: MachineComparison) -> str:
@@ -498,16 +499,18 @@ def machines_markdown(rs: ResultSet, cmp: MachineComparison) -> str:
         body.append([m, f"`{c[:8]}`", dates[m]] + [_num(cmp.values[(m, p)], "{:.3g}") for p in cmp.presets]
                     + [_num(None if cal is None else 1000 * cal, "{:.3g}")])
     lines = ["## Machines compared", "",
-             f"`{cmp.benchmark}` [{unit}], batch {cmp.batch}, {cmp.seconds} s clip: each machine's newest result "
-             f"at suite version {cmp.version}, labelled with its commit. The calibration column is the "
-             f"package-free MLX workload (`{B_CALIB}`): it measures the machine.", "",
+             f"`{cmp.benchmark}` [{unit}], batch {cmp.batch}, {cmp.seconds} s clip: "
+             + (f"every machine at commit `{cmp.commit[:8]}`" if cmp.commit else
+                f"each machine's newest result at suite version {cmp.version}, labelled with its commit")
+             + f". Calibration: `{B_CALIB}`, an MLX workload using no model code (it measures the machine, "
+             "MLX and the BLAS).", "",
              _md_table(header, body), ""]
     for n in cmp.notes:
         lines.append(("> **" + n["text"] + "**") if n["level"] == "warning" else "> " + n["text"])
         lines.append("")
     if cmp.missing:
-        lines += [f"Not compared (no `{cmp.benchmark}` result at suite version {cmp.version}): "
-                  + ", ".join(cmp.missing) + ".", ""]
+        where = f"commit {cmp.commit[:8]}" if cmp.commit else f"suite version {cmp.version}"
+        lines += [f"Not compared (no `{cmp.benchmark}` result at {where}): " + ", ".join(cmp.missing) + ".", ""]
     return "\n".join(lines)
 
 
