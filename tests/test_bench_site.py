@@ -124,6 +124,18 @@ def test_site_in_chromium(site, chromium):
         plot = page.evaluate("""() => { const p = $('#main-graph').data('plot');
             return {ylabel: p.getOptions().yaxes[0].axisLabel,
                     series: p.getData().map(s => ({label: s.label, values: s.data.map(d => d[1])}))}; }""")
+
+        # the list and regressions pages use stupidtable (1.1.3 for asv's 1.0.1) and blueimp-md5
+        page.goto(url + "#/summarylist", wait_until="networkidle")
+        page.wait_for_selector("#summarylist-display table tbody tr", timeout=20000)
+        page.click("#summarylist-display th:has-text('Value')")
+        page.wait_for_timeout(200)
+        keys = [float(v) for v in page.eval_on_selector_all(
+            "#summarylist-display table tbody tr td[data-sort-value]:nth-child(2)",
+            "tds => tds.map(td => td.getAttribute('data-sort-value'))")]
+        assert len(keys) > 5 and keys in (sorted(keys), sorted(keys, reverse=True)), keys
+        page.goto(url + "#/regressions", wait_until="networkidle")
+        page.wait_for_selector("#regressions-body > *", timeout=20000)
         assert errors == [], errors
         assert blocked == [], f"the site tried to load from other hosts: {blocked}"
         # 404s only for the summary graphs of benchmarks never measured (asv asks for every benchmark's)
