@@ -9,6 +9,12 @@ python -m pip install --quiet --upgrade pip >/dev/null 2>&1 || true
 python -m pip install --quiet "torch==2.13.0"
 python -m pip install --quiet -e ".[reference,test,bench,eval]"
 
+# Headless Chromium for the published-site test (tests/test_bench_site.py skips, saying why, without it).
+if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null \
+        || echo "scripts/test.sh: could not install chromium with apt-get" >&2
+fi
+
 # MLX's Linux CPU wheel links a reference BLAS; `import funasr_nano` gives it OpenBLAS from the
 # scipy-openblas32 dependency (funasr_nano/blas.py; tests/test_blas.py checks that it happened).
 

@@ -7,6 +7,9 @@
   (``funasr-nano report``).
 * :mod:`funasr_nano.bench.quick`   -- the quick suite runner and the regression check
   (``funasr-nano bench`` / ``funasr-nano bench compare``).
+* :mod:`funasr_nano.bench.publish` -- asv plugin (``asv.conf.json``): the published site serves its
+  JavaScript and CSS from ``site_vendor/`` instead of CDNs.
+* :mod:`funasr_nano.bench.browser` -- headless Chromium (playwright) for the site test and screenshots.
 
 Nothing here imports MLX at module import time, so the report works on a machine without it.
 """

@@ -43,6 +43,7 @@ class Record:
     stats: dict = field(default_factory=dict)
     samples: list | None = None
     started_at: int | None = None
+    version: str | None = None  # the benchmark's version (asv: its `version` attribute or code hash)
 
     @property
     def ok(self) -> bool:
@@ -172,7 +173,7 @@ def _records_from_file(path: Path, machine: str, benchmarks: dict) -> list:
                               params={n: _param_value(p) for n, p in zip(names, combo)},
                               value=(float(v) if v is not None else None), unit=meta.get("unit", ""),
                               type=meta.get("type", ""), stats=stats, samples=samples,
-                              started_at=row.get("started_at")))
+                              started_at=row.get("started_at"), version=row.get("version")))
     return out
 
 
