@@ -34,8 +34,9 @@ def _env(tmp_path, **extra):
 def _suite():
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
-    return {m: importlib.import_module(f"benchmarks.{m}")
-            for m in ("common", "e2e", "decode", "stages", "memory", "fidelity", "accuracy", "meta")}
+    mods = sorted(p.stem for p in (ROOT / "benchmarks").glob("*.py") if p.stem != "__init__")
+    assert {"common", "e2e", "decode", "stages", "memory", "fidelity", "accuracy", "meta", "modes"} <= set(mods)
+    return {m: importlib.import_module(f"benchmarks.{m}") for m in mods}
 
 
 def _asv_names(mods):

@@ -72,6 +72,9 @@ QUICK = [
     ("fidelity.Fidelity.track_mean_kl", "q8", 5),
     ("fidelity.Fidelity.track_mean_kl", "q4", 5),
     ("fidelity.Fidelity.track_top1_disagreement", "q4", 5),
+    # a microscaling mode (benchmarks/modes.py): its size and fidelity
+    ("modes.WeightsModes.track_weight_bytes", "mxfp4"),
+    ("modes.FidelityModes.track_mean_kl", "mxfp4", 5),
     # per-stage breakdown
     ("stages.Frontend.time_frontend", "fp32", 1, 5),
     ("stages.Encoder.time_encoder", "fp32", 1, 5),
