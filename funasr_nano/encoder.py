@@ -146,8 +146,13 @@ class SenseVoiceEncoderSmall(nn.Module):
         self.tp_encoders = [SANMLayer(cfg.output_size, cfg) for _ in range(cfg.tp_blocks)]
         self.tp_norm = nn.LayerNorm(cfg.output_size, eps=1e-5)
 
-    def __call__(self, feats: mx.array, lengths: mx.array | None = None) -> mx.array:
-        """feats [B, T, input_size] -> [B, T, output_size]; `lengths` masks padded frames."""
+    def __call__(self, feats: mx.array, lengths: mx.array | None = None, eval_every: int = 0) -> mx.array:
+        """feats [B, T, input_size] -> [B, T, output_size]; `lengths` masks padded frames.
+
+        `eval_every` > 0 evaluates the activations after every that many layers: the 70-layer
+        graph is otherwise evaluated at once, and a GPU backend keeps each operation's temporaries
+        until the work submitted with it completes, so a large batch's peak grows with the depth.
+        Numerics are the same either way."""
         b, t, d = feats.shape
         if d != self.cfg.input_size:
             raise ValueError(f"encoder expects {self.cfg.input_size}-d features, got {d}")
@@ -155,9 +160,10 @@ class SenseVoiceEncoderSmall(nn.Module):
         pe = mx.array(sinusoidal_encoding(t, d))
         x = (feats.astype(mx.float32) * math.sqrt(self.cfg.output_size) + pe).astype(dtype)
         mask, attn_mask = padding_masks(lengths, t, dtype)
-        for layer in self.encoders0 + self.encoders:
+        for i, layer in enumerate(self.encoders0 + self.encoders + self.tp_encoders):
+            if i == len(self.encoders) + 1:
+                x = layer_norm_fp32(x, self.after_norm)
             x = layer(x, mask, attn_mask)
-        x = layer_norm_fp32(x, self.after_norm)
-        for layer in self.tp_encoders:
-            x = layer(x, mask, attn_mask)
+            if eval_every and (i + 1) % eval_every == 0:
+                mx.eval(x)
         return layer_norm_fp32(x, self.tp_norm)

@@ -39,8 +39,8 @@ class FunASRNano(nn.Module):
         drop = self.optional_keys()
         return {k: v for k, v in weights.items() if not k.startswith(drop)}
 
-    def encode_audio(self, feats: mx.array, lengths: mx.array | None = None) -> mx.array:
-        return self.audio_encoder(feats, lengths)
+    def encode_audio(self, feats: mx.array, lengths: mx.array | None = None, eval_every: int = 0) -> mx.array:
+        return self.audio_encoder(feats, lengths, eval_every)
 
     def adapt(self, enc: mx.array, lengths: mx.array | None = None):
         return self.audio_adaptor(enc, lengths)

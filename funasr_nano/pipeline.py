@@ -123,8 +123,8 @@ class FunASRNanoASR:
         x = mx.array(feats)
         if x.ndim == 2:
             x = x[None]
-        out = self.net.encode_audio(x.astype(self.audio_dtype),
-                                    None if lengths is None else mx.array(lengths))
+        out = self.net.encode_audio(x.astype(self.audio_dtype), None if lengths is None else mx.array(lengths),
+                                    self.policy.encoder_eval_every)
         return check_finite(out, "encoder", self.preset)  # fp16 overflow -> NumericalOverflowError
 
     def adapt(self, enc: mx.array, lengths=None, truncate: bool = True) -> mx.array:

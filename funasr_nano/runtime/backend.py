@@ -19,6 +19,7 @@ dequant_min_rows       4               never             16
 dequant_chunked        yes             no                no
 quant_compute          fp32            bf16              bf16
 reference_blas_check   yes             no                no
+encoder_eval_every     0               0                 0
 =====================  ==============  ================  ==============
 
 * ``cpu`` (measured on the project's 2-core Linux machine, MLX 0.32 with OpenBLAS): the float64
@@ -77,6 +78,9 @@ class BackendPolicy:
     quant_compute         compute dtype of quantized components when a preset names none (``q4``
                           means ``q4@<quant_compute>``; ``@fp32`` / ``@bf16`` in a preset win)
     reference_blas_check  warn at load when MLX's CPU backend runs on the reference BLAS
+    encoder_eval_every    evaluate the audio encoder's activations every this many layers (0: the
+                          whole encoder as one graph); bounds the temporaries a GPU holds for a
+                          large batch
     """
 
     backend: str
@@ -87,6 +91,7 @@ class BackendPolicy:
     dequant_chunked: bool
     quant_compute: str
     reference_blas_check: bool
+    encoder_eval_every: int = 0
     overridden: tuple = field(default=(), compare=False)  # fields set by an override, for records
 
     def __post_init__(self):
@@ -97,6 +102,8 @@ class BackendPolicy:
                 raise PolicyError(f"policy field {name}={getattr(self, name)!r}: choose one of {allowed}")
         if not isinstance(self.compiled_decode_rows, int) or self.compiled_decode_rows < 0:
             raise PolicyError(f"compiled_decode_rows must be an integer >= 0, got {self.compiled_decode_rows!r}")
+        if not isinstance(self.encoder_eval_every, int) or self.encoder_eval_every < 0:
+            raise PolicyError(f"encoder_eval_every must be an integer >= 0, got {self.encoder_eval_every!r}")
         if self.dequant_min_rows is not None and (not isinstance(self.dequant_min_rows, int)
                                                   or self.dequant_min_rows < 1):
             raise PolicyError(f"dequant_min_rows must be an integer >= 1 or None, got {self.dequant_min_rows!r}")
@@ -130,7 +137,8 @@ class BackendPolicy:
         deq = "never" if self.dequant_min_rows is None else f">={self.dequant_min_rows} rows"
         out = (f"{self.backend}: frontend {self.frontend}, decode {comp} ({self.step_ops} ops), "
                f"dequantize {deq}{' chunked' if self.dequant_chunked else ''}, "
-               f"quantized compute {self.quant_compute}")
+               f"quantized compute {self.quant_compute}"
+               + (f", encoder evaluated every {self.encoder_eval_every} layers" if self.encoder_eval_every else ""))
         if self.overridden:
             out += f" [overridden: {', '.join(self.overridden)}]"
         return out
@@ -196,7 +204,7 @@ def _parse_value(name: str, raw: str):
         if s in ("never", "none", "off", "0"):
             return None
         return _int(name, s)
-    if name == "compiled_decode_rows":
+    if name in ("compiled_decode_rows", "encoder_eval_every"):
         if s in ("never", "none", "off"):
             return 0
         return _int(name, s)

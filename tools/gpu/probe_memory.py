@@ -64,10 +64,24 @@ def stage_peaks(asr, wavs, tokens: int) -> dict:
     rows = stage("prompt", prompt)
     del full
     embeds, valid, offsets = left_pad(rows)
-    res = stage("prefill+decode", lambda: greedy_decode(asr, embeds, valid, offsets, tokens, asr.stop_ids,
-                                                         ignore_eos=True))
-    out["prefill+decode"]["prefill_s"], out["prefill+decode"]["decode_s"] = res.prefill_s, res.decode_s
-    out["prefill+decode"]["prompt_tokens"] = int(embeds.shape[1])
+    if valid is not None:  # padded rows: the masked path of the decode loop, prefill and decode together
+        res = stage("prefill+decode", lambda: greedy_decode(asr, embeds, valid, offsets, tokens, asr.stop_ids,
+                                                             ignore_eos=True))
+        out["prefill+decode"]["prompt_tokens"] = int(embeds.shape[1])
+        return out
+    cache = asr.new_cache()
+    logits = stage("prefill", lambda: mx.eval(lg := asr.prefill(embeds, cache)) or lg)
+    out["prefill"]["prompt_tokens"] = int(embeds.shape[1])
+
+    def decode():
+        tok = mx.argmax(logits, axis=-1)
+        for _ in range(tokens):
+            tok = mx.argmax(asr.decode_step(tok, cache), axis=-1)
+            mx.eval(tok)
+        return tok
+
+    stage("decode", decode)
+    out["decode"]["tokens"] = tokens
     return out
 
 
@@ -78,7 +92,8 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--seconds", action="append", type=float, default=None)
     ap.add_argument("--tokens", type=int, default=8)
-    ap.add_argument("--policy", default=None)
+    ap.add_argument("--policy", action="append", default=None,
+                    help="backend-policy override(s); each is measured (default: this backend's policy)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
 
@@ -91,23 +106,28 @@ def main(argv=None) -> int:
     lengths = args.seconds or [10.0, 30.0]
     rows = []
     for p in presets:
-        asr = funasr_nano.load(args.model, preset=p, policy=args.policy)
+        asr = funasr_nano.load(args.model, preset=p)
         weights = int(mx.get_active_memory())
-        print(f"[mem] {p}: {weights / 1e6:.0f} MB active after load; policy {asr.policy.summary()}", flush=True)
-        for s in lengths:
-            base = [speech_like(s, seed=k) for k in range(4)]
-            wavs = [base[i % 4] for i in range(args.batch)]
-            stage_peaks(asr, wavs[:2], 2)  # warm-up (kernels, allocator)
-            mx.clear_cache()
-            st = stage_peaks(asr, wavs, args.tokens)
-            worst = max(st, key=lambda k: st[k]["peak_above_start_mb"])
-            row = {"preset": p, "plan": asr.plan.name, "batch": args.batch, "seconds": s, "weights_mb": weights / 1e6,
-                   "stages": st, "largest_stage": worst,
-                   "peak_total_mb": max(v["peak_above_start_mb"] + v["active_after_mb"] for v in st.values())}
-            rows.append(row)
-            print(f"[mem] {p} b={args.batch} {s:g}s: " + ", ".join(
-                f"{k} +{v['peak_above_start_mb']:.0f} MB" for k, v in st.items()) + f" (largest: {worst})", flush=True)
-            mx.clear_cache()
+        print(f"[mem] {p}: {weights / 1e6:.0f} MB active after load", flush=True)
+        for pol in args.policy or [None]:
+            asr.policy = pol
+            print(f"[mem] policy {asr.policy.summary()}", flush=True)
+            for s in lengths:
+                base = [speech_like(s, seed=k) for k in range(4)]
+                wavs = [base[i % 4] for i in range(args.batch)]
+                stage_peaks(asr, wavs[:2], 2)  # warm-up (kernels, allocator)
+                mx.clear_cache()
+                st = stage_peaks(asr, wavs, args.tokens)
+                worst = max(st, key=lambda k: st[k]["peak_above_start_mb"])
+                row = {"preset": p, "plan": asr.plan.name, "policy": asr.policy.to_dict(), "policy_spec": pol,
+                       "batch": args.batch, "seconds": s, "weights_mb": weights / 1e6, "stages": st,
+                       "largest_stage": worst,
+                       "peak_total_mb": max(v["peak_above_start_mb"] + v["active_after_mb"] for v in st.values())}
+                rows.append(row)
+                print(f"[mem] {p} [{pol or 'default'}] b={args.batch} {s:g}s: " + ", ".join(
+                    f"{k} +{v['peak_above_start_mb']:.0f} MB ({1000 * v['s']:.0f} ms)" for k, v in st.items())
+                    + f"; largest: {worst}", flush=True)
+                mx.clear_cache()
         del asr
         gc.collect()
         mx.clear_cache()

@@ -147,7 +147,7 @@ step_sweep() {
 step_memory() {
   log "memory probe (timeout $(( $(left) - 10 ))s)"
   # shellcheck disable=SC2086
-  timeout "$(( $(left) - 10 ))" "$PY" tools/gpu/probe_memory.py --model "$CKPT" ${MEMORY_ARGS:---preset bf16 --preset fp32 --batch 32 --seconds 10 --seconds 30 --tokens 8} \
+  timeout "$(( $(left) - 10 ))" "$PY" tools/gpu/probe_memory.py --model "$CKPT" ${MEMORY_ARGS:---preset bf16 --preset fp32 --batch 32 --seconds 10 --seconds 30 --tokens 8 --policy cuda --policy encoder_eval_every=10 --policy encoder_eval_every=1} \
     --json "$OUT/memory.json" 2>&1 | tee "$OUT/memory.log"
   log "memory exit ${PIPESTATUS[0]}"
 }
@@ -157,7 +157,7 @@ step_policy() {
   log "policy sweep (budget ${budget}s)"
   # shellcheck disable=SC2086
   timeout $(( $(left) - 5 )) "$PY" tools/gpu/sweep.py --model "$CKPT" --budget-s "$budget" $GPUFLAG \
-    ${POLICY_ARGS:---preset bf16 --preset q8 --preset q4 --variant "q8|quant_compute=fp32" --variant "q4|quant_compute=fp32" --variant "q4|dequant_min_rows=never" --variant "q4|dequant_min_rows=8" --variant "q8|dequant_min_rows=never" --variant "bf16|compiled_decode_rows=64" --batch 1 --batch 8 --batch 32 --seconds 10} \
+    ${POLICY_ARGS:---preset bf16 --preset q8 --preset q4 --variant "q8|quant_compute=fp32" --variant "q4|quant_compute=fp32" --variant "q4|dequant_min_rows=never" --variant "q4|dequant_min_rows=8" --variant "q8|dequant_min_rows=never" --variant "bf16|compiled_decode_rows=64" --variant "bf16|encoder_eval_every=10" --batch 1 --batch 8 --batch 32 --seconds 10} \
     --json "$OUT/policy_sweep.json" --md "$OUT/policy_sweep.md" 2>&1 | tee "$OUT/policy_sweep.log"
   log "policy sweep exit ${PIPESTATUS[0]}"
 }
