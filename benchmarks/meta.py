@@ -45,7 +45,7 @@ class Policy:
     bits for the quantized compute dtype, 1/0 for the choices between two forms."""
 
     params = [["dequant_min_rows", "compiled_decode_rows", "quant_compute_bits", "frontend_mlx", "step_ops_fast",
-               "dequant_chunked"]]
+               "dequant_chunked", "encoder_eval_every"]]
     param_names = ["field"]
     timeout = 120
     version = c.SUITE_VERSION
@@ -66,6 +66,7 @@ class Policy:
             "frontend_mlx": p.frontend == "mlx",
             "step_ops_fast": p.step_ops == "fast",
             "dequant_chunked": p.dequant_chunked,
+            "encoder_eval_every": getattr(p, "encoder_eval_every", 0),
         }[field])
 
     track_policy.unit = "policy value (rows, 0 = never; bits; 1/0)"

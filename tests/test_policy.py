@@ -30,8 +30,9 @@ def test_defaults_per_backend():
     assert metal.dequant_min_rows is None and metal.quant_compute == "bf16"
     assert metal.compiled_decode_rows == 0 and metal.step_ops == "fast" and metal.frontend == "mlx"
     assert not metal.dequant_chunked and not metal.reference_blas_check
-    # CUDA: as measured on the lent GPUs
-    assert cuda.dequant_min_rows == 16 and cuda.quant_compute == "bf16" and cuda.compiled_decode_rows == 0
+    # CUDA: as measured on the lent GPUs (quantized_matmul with bf16 activations at every row count)
+    assert cuda.dequant_min_rows is None and cuda.quant_compute == "bf16" and cuda.compiled_decode_rows == 0
+    assert cuda.encoder_eval_every == metal.encoder_eval_every == 10 and cpu.encoder_eval_every == 0
     assert resolve_policy(backend="metal", environ={}) == metal
     assert resolve_policy(environ={}) == default_policy(detect_backend())
     assert detect_backend() == "cpu"  # the test machines run MLX's CPU backend
@@ -98,7 +99,7 @@ def _quantized(net):
 
 
 @pytest.mark.parametrize("backend, compute, dense, chunked", [
-    ("cpu", "fp32", 4, True), ("metal", "bf16", None, False), ("cuda", "bf16", 16, False)])
+    ("cpu", "fp32", 4, True), ("metal", "bf16", None, False), ("cuda", "bf16", None, False)])
 def test_load_applies_the_policy(tiny_ckpt, backend, compute, dense, chunked):
     asr = funasr_nano.load(tiny_ckpt, preset="q4-g32", policy=backend)
     assert asr.policy == default_policy(backend)
@@ -119,7 +120,7 @@ def test_policy_switch_reconfigures_layers(tiny_ckpt, monkeypatch):
     assert asr.policy.backend == "metal" and asr.policy.dequant_min_rows == 9
     asr.policy = "dequant_min_rows=never"
     assert all(m.dense_min_rows is None for m in _quantized(asr.net))
-    asr.policy = default_policy("cuda")
+    asr.policy = "cuda,dequant_min_rows=16"
     assert all(m.dense_min_rows == 16 and not m.dense_chunked for m in _quantized(asr.net))
 
 
@@ -158,7 +159,7 @@ def test_recorded_in_asv_benchmark_and_machine_fingerprint(monkeypatch):
         bench.setup(f)
         values[f] = bench.track_policy(f)
     assert values == {"dequant_min_rows": 8.0, "compiled_decode_rows": 0.0, "quant_compute_bits": 16.0,
-                      "frontend_mlx": 1.0, "step_ops_fast": 1.0, "dequant_chunked": 0.0}
+                      "frontend_mlx": 1.0, "step_ops_fast": 1.0, "dequant_chunked": 0.0, "encoder_eval_every": 10.0}
     # the fingerprint of a benchmark process (what runs.jsonl records) carries the policy too
     out = subprocess.run([sys.executable, "-m", "funasr_nano.bench.machine", "--no-write"], capture_output=True,
                          text=True, check=True, cwd=ROOT)
@@ -200,7 +201,8 @@ def test_policy_ab_command(tiny_ckpt, tmp_path, capsys):
     table = capsys.readouterr().out
     res = json.loads(out_json.read_text())
     choices = [r["choice"] for r in res["rows"]]
-    assert choices == ["quant_compute", "dequant_min_rows", "compiled_decode_rows", "step_ops", "frontend"]
+    assert choices == ["quant_compute", "dequant_min_rows", "compiled_decode_rows", "step_ops", "frontend",
+                       "encoder_eval_every"]
     for r in res["rows"]:
         assert len(r["default_ms"]) == len(r["alternative_ms"]) == 2 and min(r["default_ms"] + r["alternative_ms"]) > 0
         assert r["default"] != r["alternative"]
@@ -212,3 +214,20 @@ def test_policy_ab_command(tiny_ckpt, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "| dequant_min_rows |" in out and "| never | >= 16 rows |" in out and "metal:" in out
     assert bench_main(["policy-ab", "--model", str(tiny_ckpt), "--choice", "warp_speed"]) == 2
+
+
+def test_encoder_eval_every_changes_memory_not_numerics(tiny_ckpt):
+    """Evaluating a batch's encoder in pieces gives bit-identical outputs (CPU)."""
+    import mlx.core as mx
+    import numpy as np
+
+    from funasr_nano import frontend as fe
+    from funasr_nano.test_audio import speech_like
+
+    asr = funasr_nano.load(tiny_ckpt)
+    feats, lengths = fe.batch_features([speech_like(2.0, 1), speech_like(1.2, 2)], asr.cfg.frontend)
+    outs = []
+    for every in (0, 1, 2):
+        asr.policy = f"encoder_eval_every={every}"
+        outs.append(np.array(asr.encode(mx.array(feats), lengths)))
+    assert all(np.array_equal(outs[0], o) for o in outs[1:])

@@ -14,6 +14,7 @@ dequant_min_rows       q4, a batch of --batch clips                  ms per deco
 compiled_decode_rows   the float preset, one clip                    ms per decoded token
 step_ops               the float preset, one clip, compiled step     ms per decoded token
 frontend               a batch of --batch clips                      frontend ms
+encoder_eval_every     the float preset's encoder, --batch clips     peak MB above the weights
 =====================  ===========================================  ============================
 
 The float preset is fp32 where quantized presets compute in fp32 (the CPU), else bf16.
@@ -43,6 +44,7 @@ def _alternatives(p) -> dict:
         "step_ops": dataclasses.replace(p, step_ops="fast" if p.step_ops == "tables" else "tables",
                                         compiled_decode_rows=max(p.compiled_decode_rows, 1)),
         "frontend": dataclasses.replace(p, frontend="mlx" if p.frontend == "numpy" else "numpy"),
+        "encoder_eval_every": dataclasses.replace(p, encoder_eval_every=0 if p.encoder_eval_every else 10),
     }
 
 
@@ -52,6 +54,8 @@ def _value(p, choice) -> str:
         return "never" if v is None else f">= {v} rows"
     if choice == "compiled_decode_rows":
         return "growing cache" if not v else f"compiled <= {v} rows"
+    if choice == "encoder_eval_every":
+        return "one graph" if not v else f"every {v} layers"
     return str(v)
 
 
@@ -75,6 +79,27 @@ def _frontend_ms(asr, wavs) -> float:
     else:
         fe.batch_features(wavs, asr.cfg.frontend)
     return 1000.0 * (time.perf_counter() - t0)
+
+
+def _encoder_peak_mb(asr, wavs, times=None) -> float:
+    """Peak MLX memory above what was active while the encoder runs on a padded batch (and its
+    time, appended to `times`)."""
+    import mlx.core as mx
+
+    from .. import frontend as fe
+
+    feats, lengths = fe.batch_features(wavs, asr.cfg.frontend)
+    x = mx.array(feats)
+    mx.eval(x)
+    before = mx.get_active_memory()
+    mx.reset_peak_memory()
+    t0 = time.perf_counter()
+    mx.eval(asr.encode(x, lengths))
+    if times is not None:
+        times.append(1000.0 * (time.perf_counter() - t0))
+    out = max(0, mx.get_peak_memory() - before) / 1e6
+    mx.clear_cache()
+    return out
 
 
 def _embeds(asr, wavs) -> list:
@@ -162,11 +187,19 @@ def measure(model: str, repeats: int = 3, seconds: float = 5.0, tokens: int = 16
             workload = f"{float_preset}, 1 x {seconds:g} s, {tokens} tokens" + (
                 ", compiled step" if choice == "step_ops" else "")
             metric = "ms per decoded token"
-        else:  # frontend
+        elif choice == "frontend":
             asr = loaded(float_preset, base)
             a, b = _ab(lambda m: _frontend_ms(m, many), base, alt, asr, asr, repeats)
             workload = f"frontend, {len(many)} x {seconds:g} s"
             metric = "frontend ms"
+        else:  # encoder_eval_every: memory is the point, the time is reported beside it
+            asr = loaded(float_preset, base)
+            ta, tb = [], []
+            a, b = _ab(lambda m: _encoder_peak_mb(m, many, ta if m.policy == base else tb), base, alt, asr, asr,
+                       repeats)
+            workload = (f"{float_preset} encoder, {len(many)} x {seconds:g} s; encoder ms "
+                        f"{statistics.median(ta):.1f} vs {statistics.median(tb):.1f}")
+            metric = "peak MB above the weights"
         ma, mb = statistics.median(a), statistics.median(b)
         ratio = mb / ma if ma > 0 else float("nan")
         if choice == "step_ops" and not base.compiled_decode_rows:

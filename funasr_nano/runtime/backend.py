@@ -15,11 +15,11 @@ field                  cpu             metal             cuda
 frontend               numpy           mlx               mlx
 compiled_decode_rows   3               0                 0
 step_ops               tables          fast              fast
-dequant_min_rows       4               never             16
+dequant_min_rows       4               never             never
 dequant_chunked        yes             no                no
 quant_compute          fp32            bf16              bf16
 reference_blas_check   yes             no                no
-encoder_eval_every     0               0                 0
+encoder_eval_every     0               10                10
 =====================  ==============  ================  ==============
 
 * ``cpu`` (measured on the project's 2-core Linux machine, MLX 0.32 with OpenBLAS): the float64
@@ -34,13 +34,19 @@ encoder_eval_every     0               0                 0
   #4265 measured 4-bit faster than fp16 from 16 rows), quantized models compute in the activation
   dtype (bf16), and the decode loop is mlx-lm's: a growing KV cache, the next step queued with
   ``mx.async_eval`` before the host reads the current token, no ``mx.compile`` of the step. The
-  frontend runs on the GPU as mlx-whisper's log-mel does. ``funasr-nano bench policy-ab`` measures
-  each of these both ways on a Mac.
-* ``cuda`` (measured on the lent H100/H200, MLX 0.32.4): the growing-cache step beats the compiled
-  step at every batch size; MLX CUDA's ``quantized_matmul`` is slow for batches, so quantized
-  layers dequantize from 16 rows; bf16 compute for quantized presets (float32 compute doubles the
-  activation and KV-cache bytes: on the H200 q4@fp32 decoded one clip at 6.3 ms/token against
-  3.8 for bf16). The numbers are in docs/measurements/ (h200-cuda-2026-12-02).
+  frontend runs on the GPU as mlx-whisper's log-mel does. A batch's audio encoder is evaluated
+  every 10 layers, as mlx-lm evaluates a long prompt chunk by chunk to bound memory (measured on
+  CUDA, below; Metal also keeps a command buffer's temporaries until it completes).
+  ``funasr-nano bench policy-ab`` measures each of these both ways on a Mac.
+* ``cuda`` (measured on the lent H100/H200, MLX 0.32.4; docs/measurements/h200-cuda-2026-12-02):
+  the growing-cache step beats the compiled step at every batch size (H200 bf16 batch 1 5.3 vs
+  7.4 ms/token, batch 8 11.9 vs 15.1); quantized presets compute in bf16 (batch 8 q4 6.5 vs 10.7
+  ms/token with fp32 compute, batch 32 8.6 vs 12.9) and never dequantize: with bf16 activations
+  MLX CUDA's ``quantized_matmul`` beats dequantize-then-GEMM at batch 32 (q4 8.6 vs 10.5 ms per
+  step, q8 7.3 vs 12.3; bf16 8.8), which the earlier float32-compute measurement (H100) had
+  reversed. The encoder of a batch is evaluated every 10 layers: evaluated as one 70-layer graph,
+  bf16 batch 32 of 30 s clips held 10.7 GB of attention temporaries (4.1 GB every 10 layers,
+  1.1 GB every layer; no measurable time cost from batch 8 up).
 """
 
 from __future__ import annotations
@@ -78,9 +84,10 @@ class BackendPolicy:
     quant_compute         compute dtype of quantized components when a preset names none (``q4``
                           means ``q4@<quant_compute>``; ``@fp32`` / ``@bf16`` in a preset win)
     reference_blas_check  warn at load when MLX's CPU backend runs on the reference BLAS
-    encoder_eval_every    evaluate the audio encoder's activations every this many layers (0: the
-                          whole encoder as one graph); bounds the temporaries a GPU holds for a
-                          large batch
+    encoder_eval_every    for batches (2+ clips), evaluate the audio encoder's activations every this
+                          many layers (0: the whole encoder as one graph); bounds the temporaries a
+                          GPU holds for a large batch (one clip's are small, and each evaluation
+                          costs a device round trip)
     """
 
     backend: str
@@ -155,9 +162,9 @@ _DEFAULTS = {
     "cpu": dict(frontend="numpy", compiled_decode_rows=3, step_ops="tables", dequant_min_rows=4,
                 dequant_chunked=True, quant_compute="fp32", reference_blas_check=True),
     "metal": dict(frontend="mlx", compiled_decode_rows=0, step_ops="fast", dequant_min_rows=None,
-                  dequant_chunked=False, quant_compute="bf16", reference_blas_check=False),
-    "cuda": dict(frontend="mlx", compiled_decode_rows=0, step_ops="fast", dequant_min_rows=16,
-                 dequant_chunked=False, quant_compute="bf16", reference_blas_check=False),
+                  dequant_chunked=False, quant_compute="bf16", reference_blas_check=False, encoder_eval_every=10),
+    "cuda": dict(frontend="mlx", compiled_decode_rows=0, step_ops="fast", dequant_min_rows=None,
+                 dequant_chunked=False, quant_compute="bf16", reference_blas_check=False, encoder_eval_every=10),
 }
 
 # What each default rests on, for `funasr-nano machine` and the policy-ab table.
