@@ -231,3 +231,14 @@ def test_encoder_eval_every_changes_memory_not_numerics(tiny_ckpt):
         asr.policy = f"encoder_eval_every={every}"
         outs.append(np.array(asr.encode(mx.array(feats), lengths)))
     assert all(np.array_equal(outs[0], o) for o in outs[1:])
+
+
+def test_report_footer_names_the_policy(tmp_path):
+    from funasr_nano.bench.report import policy_note
+    from funasr_nano.bench.results import load_results
+
+    rs = load_results(tmp_path)  # no results: only the run records can say
+    pol = resolve_policy("metal", environ={})
+    runs = [{"commit": "abc", "policy": {**pol.to_dict(), "summary": pol.summary()}}]
+    assert policy_note(rs, "m", "abc", runs) == f"Backend policy: {pol.summary()}."
+    assert "not recorded" in policy_note(rs, "m", "abc", [{"commit": "abc"}])

@@ -46,6 +46,7 @@ B_CER = "accuracy.Accuracy.track_cer"
 B_LOAD = "meta.Load.time_load"
 B_SYNTH = "meta.Context.track_synthetic_weights"
 B_REFBLAS = "meta.Context.track_reference_blas"
+B_POLICY = "meta.Policy.track_policy"
 B_CALIB = "meta.Calibration.time_calibration"
 CALIBRATION_FACTOR = 1.1  # a package change beyond this, after calibration, is flagged (bench compare's --factor)
 STAGES = [("frontend", "stages.Frontend.time_frontend"), ("encoder", "stages.Encoder.time_encoder"),
@@ -246,11 +247,29 @@ def machine_section(rs: ResultSet, machine: str, commit: str | None = None, seco
         how += ", uncommitted changes in the working tree" if any(r.get("dirty") for r in runs) else ""
         how += ")"
     foot.append(f"Weights: {weights}. Commit `{commit}`{how}.")
+    foot.append(policy_note(rs, machine, commit, runs))
     foot.append("RTF = compute s / audio s (lower is better), RTFx = 1/RTF; decode ms/tok = marginal wall time of "
                 "one greedy step of the package's decode loop; prefill ms/tok = one prefill / prompt tokens; "
                 "peak mem = MLX peak during one transcription incl. weights; fidelity = teacher-forced vs fp32.")
     lines += [" ".join(foot), ""]
     return "\n".join(lines)
+
+
+def policy_note(rs: ResultSet, machine: str, commit: str, runs=None) -> str:
+    """The backend policy the numbers ran with: the run record's (runs.jsonl), else the values of
+    the ``meta.Policy`` benchmark, else a note that this commit predates the policy."""
+    for r in reversed(runs or []):
+        pol = r.get("policy") or {}
+        if pol.get("summary"):
+            return f"Backend policy: {pol['summary']}."
+    vals = {}
+    for field in ("dequant_min_rows", "compiled_decode_rows", "quant_compute_bits", "encoder_eval_every"):
+        v = rs.value(B_POLICY, machine, commit, field=field)
+        if v is not None:
+            vals[field] = v
+    if vals:
+        return "Backend policy (meta.Policy): " + ", ".join(f"{k} {v:g}" for k, v in vals.items()) + "."
+    return "Backend policy: not recorded (a commit before funasr_nano.runtime.backend)."
 
 
 def markdown_report(rs: ResultSet, machines=None, commit: str | None = None, seconds: int | None = None,
