@@ -182,15 +182,15 @@ def tiny_repo(tmp_path_factory):
 def test_resolve_commits_and_shallow_clones(tiny_repo, tmp_path):
     revs = subprocess.run(["git", "rev-list", "--reverse", "HEAD"], cwd=tiny_repo, capture_output=True,
                           text=True).stdout.split()
-    assert history.resolve_commits(tiny_repo, "HEAD~2..HEAD")[0] == revs[1:]
-    assert history.resolve_commits(tiny_repo, "HEAD~1")[0] == [revs[1]]
+    assert history.resolve_commits(tiny_repo, "HEAD~2..HEAD") == revs[1:]
+    assert history.resolve_commits(tiny_repo, "HEAD~1") == [revs[1]]
     with pytest.raises(ValueError, match="unknown commit"):
         history.resolve_commits(tiny_repo, "no-such-branch")
     shallow = tmp_path / "shallow"
     subprocess.run(["git", "clone", "-q", "--depth", "2", f"file://{tiny_repo}", str(shallow)], check=True)
     with pytest.raises(ValueError, match="shallow.*fetch-depth: 0"):
         history.resolve_commits(shallow, "HEAD~2..HEAD")
-    assert history.resolve_commits(shallow, "HEAD~1..HEAD")[0] == [revs[2]]
+    assert history.resolve_commits(shallow, "HEAD~1..HEAD") == [revs[2]]
 
 
 def test_backfill_two_commits(tiny_repo, tmp_path):

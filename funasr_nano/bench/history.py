@@ -136,11 +136,10 @@ def _git(root: Path, *args) -> subprocess.CompletedProcess:
     return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
 
 
-def resolve_commits(root: Path, spec: str) -> tuple[list[str], list[str]]:
-    """(commits oldest first, notes). ``A..B`` as ``git rev-list --first-parent`` reads it (asv's
+def resolve_commits(root: Path, spec: str) -> list[str]:
+    """The commits of ``spec``, oldest first. ``A..B`` as ``git rev-list --first-parent`` reads it (asv's
     rule); a single revision is that one commit. In a shallow clone (CI) a revision beyond the
     clone's depth is an error that says how to fetch more history."""
-    notes = []
     shallow = _git(root, "rev-parse", "--is-shallow-repository").stdout.strip() == "true"
     fetch_hint = (" This clone is shallow: fetch more history first (git fetch --unshallow, or "
                   "git fetch --deepen=N; actions/checkout: fetch-depth: 0).") if shallow else ""
@@ -156,7 +155,7 @@ def resolve_commits(root: Path, spec: str) -> tuple[list[str], list[str]]:
         commits = [out.stdout.strip()]
     if not commits:
         raise ValueError(f"the range {spec!r} holds no commits")
-    return commits, notes
+    return commits
 
 
 def subject(root: Path, commit: str) -> str:
@@ -165,7 +164,6 @@ def subject(root: Path, commit: str) -> str:
 
 # ----- the back-fill -------------------------------------------------------------------------------------
 def cmd_backfill(args) -> int:
-    from . import machine as machine_mod
     from . import quick
 
     t_start = time.perf_counter()
@@ -173,12 +171,10 @@ def cmd_backfill(args) -> int:
     conf = quick.read_conf(root)
     try:
         quick.check_asv(conf, args.any_asv)
-        commits, notes = resolve_commits(root, args.commits)
+        commits = resolve_commits(root, args.commits)
     except (RuntimeError, ValueError) as e:
         print(f"funasr-nano bench: error: {e}", file=sys.stderr)
         return 4
-    for n in notes:
-        print(f"[backfill] note: {n}", flush=True)
     # No checkout on the benchmark processes' path: each commit's own installed wheel is measured.
     env, note = quick.bench_env(not args.no_openblas, not args.full, root=None)
     env.pop("ASV_PYTHONPATH", None)
@@ -190,75 +186,84 @@ def cmd_backfill(args) -> int:
     except RuntimeError as e:
         print(f"funasr-nano bench: error: {e}", file=sys.stderr)
         return 5
-    with lock:
-        fp = quick.child_fingerprint(env, args.machine)
-        name = fp["machine"]
-        machine_mod.write_machine_file(fp)
-        ck = quick.prepare_checkpoint(root, env)
-        if ck.get("synthetic_preset") not in (None, "real") and not args.results_dir:
-            print("funasr-nano bench: error: the tiny synthetic model's numbers must not go to results/: "
-                  "pass --results-dir", file=sys.stderr)
-            return 4
-        regexes = None if args.full and not args.only else quick.selection(args)
-        per = seconds_per_entry(results_dir, name)
-        done_s: list[float] = []
-        print(f"[backfill] {len(commits)} commit(s) of {args.commits!r} on machine {name}, "
-              f"{'full grid' if args.full else 'quick selection'}, asv virtualenvs in "
-              f"{conf.get('env_dir', '.asv/env')}", flush=True)
-        rc_all = 0
-        for i, commit in enumerate(commits, 1):
-            meta = load_benchmarks(results_dir)
-            have = measured(result_files(results_dir, name, commit), meta)
-            if meta and not args.rerun:
-                want = grid_entries(meta, regexes)
-                todo = [e for e in want if e not in have]
-                sel = [entry_selector(e) for e in todo] if len(todo) < len(want) else (regexes or [])
-            else:  # nothing discovered yet: the selection as given
-                todo, want, sel = None, None, (regexes or [])
-            head = f"[backfill] commit {i}/{len(commits)} {commit[:8]} ({subject(root, commit)})"
-            if todo == []:
-                print(f"{head}: all {len(want)} entries already measured, skipped", flush=True)
-                continue
-            left = len(commits) - i
-            if done_s:
-                eta = sum(done_s) / len(done_s) * (left + 1)
-                basis = f"mean {fmt_minutes(sum(done_s) / len(done_s))} per commit so far"
-            else:
-                est = estimate_seconds(todo if todo is not None else
-                                       ([] if args.full else [(e[0], ()) for e in quick.QUICK]), per)
-                eta = None if est is None else est * (left + 1)
-                basis = "stored durations of this machine, plus building the environment"
-            kept = f", {len(want) - len(todo)} kept" if want else ""
-            print(f"{head}: measuring {len(todo) if todo is not None else 'the selection'}{kept}; elapsed "
-                  f"{fmt_minutes(time.perf_counter() - t_start)}, remaining ~{fmt_minutes(eta)} ({basis})",
-                  flush=True)
-            with tempfile.NamedTemporaryFile("w", suffix=".txt", prefix="asv-commit-", delete=False) as f:
-                f.write(commit + "\n")
-            asv_args = ["run", *conf_args, f"HASHFILE:{f.name}", "--machine", name, "--show-stderr",
-                        "--launch-method", "spawn", "--record-samples"]
-            if args.asv_quick:
-                asv_args.append("--quick")
-            for s in sel:
-                asv_args += ["-b", s]
-            asv_args += args.asv_arg or []
-            t0 = time.perf_counter()
-            try:
-                rc = quick.run_asv(asv_args, root, env, keep_fds=(lock.fd,))
-            except quick.Interrupted as e:
-                print(f"[backfill] interrupted ({e}) at commit {commit[:8]}: every entry measured so far is kept "
-                      f"in {results_dir / name}; run the same command again to resume", flush=True)
-                return 130
-            finally:
-                Path(f.name).unlink(missing_ok=True)
-            dt = time.perf_counter() - t0
-            done_s.append(dt)
-            rc_all = rc_all or rc
-            quick.append_run_record(results_dir, name, {
-                "commit": commit, "dirty": False, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                "mode": ("full" if args.full else "quick") + " back-fill", "machine": name,
-                "environment": "asv virtualenv", "synthetic": ck["synthetic"], "asv_rc": rc,
-                "asv_seconds": round(dt, 1), "entries": len(todo) if todo is not None else None})
-            print(f"[backfill] commit {commit[:8]} done in {fmt_minutes(dt)} (asv exit status {rc})", flush=True)
+    try:
+        with lock:
+            return _backfill(args, root, conf, env, commits, results_dir, conf_args, lock, t_start)
+    except quick.Interrupted as e:
+        print(f"[backfill] interrupted ({e}): every entry measured so far is kept in {results_dir}; run the same "
+              "command again to resume", flush=True)
+        return 130
+
+
+def _backfill(args, root, conf, env, commits, results_dir, conf_args, lock, t_start) -> int:
+    from . import machine as machine_mod
+    from . import quick
+
+    fp = quick.child_fingerprint(env, args.machine)
+    name = fp["machine"]
+    machine_mod.write_machine_file(fp)
+    ck = quick.prepare_checkpoint(root, env)
+    if ck.get("synthetic_preset") not in (None, "real") and not args.results_dir:
+        print("funasr-nano bench: error: the tiny synthetic model's numbers must not go to results/: "
+              "pass --results-dir", file=sys.stderr)
+        return 4
+    regexes = None if args.full and not args.only else quick.selection(args)
+    # durations stored for this machine: here, else in the checkout's own results/
+    per = seconds_per_entry(results_dir, name) or seconds_per_entry(root / conf.get("results_dir", "results"), name)
+    done_s: list[float] = []
+    print(f"[backfill] {len(commits)} commit(s) of {args.commits!r} on machine {name}, "
+          f"{'full grid' if args.full else 'quick selection'}, asv virtualenvs in "
+          f"{conf.get('env_dir', '.asv/env')}", flush=True)
+    rc_all = 0
+    for i, commit in enumerate(commits, 1):
+        meta = load_benchmarks(results_dir)
+        have = measured(result_files(results_dir, name, commit), meta)
+        if meta and not args.rerun:
+            want = grid_entries(meta, regexes)
+            todo = [e for e in want if e not in have]
+            sel = [entry_selector(e) for e in todo] if len(todo) < len(want) else (regexes or [])
+        else:  # nothing discovered yet: the selection as given
+            todo, want, sel = None, None, (regexes or [])
+        head = f"[backfill] commit {i}/{len(commits)} {commit[:8]} ({subject(root, commit)})"
+        if todo == []:
+            print(f"{head}: all {len(want)} entries already measured, skipped", flush=True)
+            continue
+        left = len(commits) - i
+        if done_s:
+            eta = sum(done_s) / len(done_s) * (left + 1)
+            basis = f"mean {fmt_minutes(sum(done_s) / len(done_s))} per commit so far"
+        else:
+            est = estimate_seconds(todo if todo is not None else
+                                   ([] if args.full else [(e[0], ()) for e in quick.QUICK]), per)
+            eta = None if est is None else est * (left + 1)
+            basis = "stored durations of this machine, plus building the environment"
+        kept = f", {len(want) - len(todo)} kept" if want else ""
+        print(f"{head}: measuring {len(todo) if todo is not None else 'the selection'}{kept}; elapsed "
+              f"{fmt_minutes(time.perf_counter() - t_start)}, remaining ~{fmt_minutes(eta)} ({basis})",
+              flush=True)
+        with tempfile.NamedTemporaryFile("w", suffix=".txt", prefix="asv-commit-", delete=False) as f:
+            f.write(commit + "\n")
+        asv_args = ["run", *conf_args, f"HASHFILE:{f.name}", "--machine", name, "--show-stderr",
+                    "--launch-method", "spawn", "--record-samples"]
+        if args.asv_quick:
+            asv_args.append("--quick")
+        for s in sel:
+            asv_args += ["-b", s]
+        asv_args += args.asv_arg or []
+        t0 = time.perf_counter()
+        try:
+            rc = quick.run_asv(asv_args, root, env, keep_fds=(lock.fd,))
+        finally:
+            Path(f.name).unlink(missing_ok=True)
+        dt = time.perf_counter() - t0
+        done_s.append(dt)
+        rc_all = rc_all or rc
+        quick.append_run_record(results_dir, name, {
+            "commit": commit, "dirty": False, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "mode": ("full" if args.full else "quick") + " back-fill", "machine": name,
+            "environment": "asv virtualenv", "synthetic": ck["synthetic"], "asv_rc": rc,
+            "asv_seconds": round(dt, 1), "entries": len(todo) if todo is not None else None})
+        print(f"[backfill] commit {commit[:8]} done in {fmt_minutes(dt)} (asv exit status {rc})", flush=True)
     print(f"[backfill] done in {fmt_minutes(time.perf_counter() - t_start)}; results in {results_dir / name} "
           "(funasr-nano report; asv publish)", flush=True)
     return 0 if rc_all == 0 else 1

@@ -22,8 +22,16 @@
     comparison (ratio above ``--factor`` and statistically different: Mann-Whitney U on the raw
     samples, else 99 % CI overlap). Exits 1 when something got slower.
 
-Everything runs in the current environment (``-E existing``): the package must be installed
-(``pip install -e .[bench]``; ``scripts/quick_bench.sh`` does it).
+``funasr-nano bench run --commits A..B`` (history back-fill)
+    The quick selection (``--full``: the grid) for each commit of a range in asv-built virtualenvs:
+    ``funasr_nano.bench.history``.
+
+Everything else runs in the current environment (``-E existing:<this interpreter>``; never an
+interpreter path recorded in a stored result): the package must be installed (``pip install -e
+.[bench]``; ``scripts/quick_bench.sh`` does it). asv runs through ``asv_safe`` (every finished
+entry saved at once, atomically); a run measures only what its commit and environment are missing
+(``--rerun``: everything), holds ``<results>/.bench.lock`` (``lock``), and stops asv cleanly on
+Ctrl-C / SIGTERM / SIGHUP (exit 130).
 """
 
 from __future__ import annotations
