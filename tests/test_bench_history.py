@@ -202,11 +202,24 @@ def test_backfill_two_commits(tiny_repo, tmp_path):
     env = _env(tmp_path)
     for var in ("PYTHONPATH", "ASV_PYTHONPATH"):
         env.pop(var, None)  # the runner imports the repo's own copy (cwd); asv builds each commit
+    revs = subprocess.run(["git", "rev-list", "--reverse", "HEAD"], cwd=tiny_repo, capture_output=True,
+                          text=True).stdout.split()[1:]
+    # SIGTERM once the first commit has a measured entry: stopped cleanly, that entry kept
+    p = subprocess.Popen(cmd, cwd=tiny_repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    t0 = time.time()
+    while not history.measured(history.result_files(res, machine, revs[0]), {}):
+        assert p.poll() is None and time.time() - t0 < 1200, p.stdout.read() if p.poll() is not None else "timeout"
+        time.sleep(0.2)
+    tree = psutil.Process(p.pid).children(recursive=True)
+    p.send_signal(signal.SIGTERM)
+    log0, _ = p.communicate(timeout=120)
+    assert p.returncode == 130 and "[backfill] interrupted (SIGTERM)" in log0, log0[-4000:]
+    assert not psutil.wait_procs(tree, timeout=30)[1], "asv or a benchmark process outlived the back-fill"
+    assert history.measured(history.result_files(res, machine, revs[0]), {})
+
     out = subprocess.run(cmd, cwd=tiny_repo, env=env, capture_output=True, text=True, timeout=1200)
     log = out.stdout + out.stderr
     assert out.returncode == 0, log[-6000:]
-    revs = subprocess.run(["git", "rev-list", "--reverse", "HEAD"], cwd=tiny_repo, capture_output=True,
-                          text=True).stdout.split()[1:]
     assert "commit 1/2" in log and "commit 2/2" in log and "remaining ~" in log
     meta = history.load_benchmarks(res)
     want = set(history.grid_entries(meta, [quick.selector(*e) for e in entries]))
@@ -218,7 +231,7 @@ def test_backfill_two_commits(tiny_repo, tmp_path):
         got = history.measured(files, meta)
         assert set(got) == want, (c, got)
     runs = [json.loads(x) for x in (res / machine / "runs.jsonl").read_text().splitlines()]
-    assert [r["commit"] for r in runs] == revs and all(r["mode"] == "quick back-fill" for r in runs)
+    assert [r["commit"] for r in runs] == revs  # the interrupted attempt recorded nothing and all(r["mode"] == "quick back-fill" for r in runs)
 
     out = subprocess.run(cmd, cwd=tiny_repo, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout + out.stderr

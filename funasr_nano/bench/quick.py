@@ -800,4 +800,8 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    # Run the imported module, not this __main__ copy: history.py calls funasr_nano.bench.quick, and
+    # two copies would have two Interrupted classes (the signal handler's would not be caught).
+    from funasr_nano.bench import quick as _quick
+
+    sys.exit(_quick.main())
