@@ -172,3 +172,30 @@ def test_calibration_ratio(tmp_path):
     assert abs(quick.calibration_ratio(tmp_path) - 1.5) < 1e-9
     (tmp_path / "worktree-env.json").unlink()
     assert quick.calibration_ratio(tmp_path) is None
+
+
+def test_compare_uses_this_interpreter_not_the_baselines(tmp_path):
+    """A baseline recorded with another interpreter (here one that would fail loudly) is compared
+    with benchmarks run by this interpreter, and the output says the environments differ."""
+    ob = [p.parent.name for p in FIXTURE.glob("*/machine.json") if p.parent.name.endswith("-openblas")][0]
+    res = tmp_path / "results"
+    shutil.copytree(FIXTURE, res, ignore=shutil.ignore_patterns("*.py", "*.md"))
+    marker = tmp_path / "foreign-python-ran"
+    foreign = tmp_path / "other-env" / "bin" / "python"
+    foreign.parent.mkdir(parents=True)
+    foreign.write_text(f"#!/bin/sh\ntouch {marker}\necho 'No module named mlx' >&2\nexit 1\n")
+    foreign.chmod(0o755)
+    for p in (res / ob).glob("*-existing-*.json"):
+        d = json.loads(p.read_text())
+        d["python"] = str(foreign)
+        p.write_text(json.dumps(d))
+    cmd = [sys.executable, "-m", "funasr_nano.bench.quick", "compare", "--machine", ob, "--results-dir", str(res),
+           "--scratch", str(tmp_path / "scratch"), "--factor", "1000",
+           "--bench", quick.selector("stages.DecodeStep.time_decode_step", "fp32", 1, 5)]
+    out = subprocess.run(cmd, cwd=ROOT, env=_env(tmp_path), capture_output=True, text=True, timeout=600)
+    log = out.stdout + out.stderr
+    assert out.returncode == 0, log
+    assert not marker.exists(), "the baseline's recorded interpreter was run"
+    assert f"python {sys.executable}" in log
+    assert "baseline was measured in another environment" in log and str(foreign) in log
+    assert "stages.DecodeStep.time_decode_step('fp32', 1, 5)" in log

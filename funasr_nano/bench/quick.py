@@ -22,8 +22,16 @@
     comparison (ratio above ``--factor`` and statistically different: Mann-Whitney U on the raw
     samples, else 99 % CI overlap). Exits 1 when something got slower.
 
-Everything runs in the current environment (``-E existing``): the package must be installed
-(``pip install -e .[bench]``; ``scripts/quick_bench.sh`` does it).
+``funasr-nano bench run --commits A..B`` (history back-fill)
+    The quick selection (``--full``: the grid) for each commit of a range in asv-built virtualenvs:
+    ``funasr_nano.bench.history``.
+
+Everything else runs in the current environment (``-E existing:<this interpreter>``; never an
+interpreter path recorded in a stored result): the package must be installed (``pip install -e
+.[bench]``; ``scripts/quick_bench.sh`` does it). asv runs through ``asv_safe`` (every finished
+entry saved at once, atomically); a run measures only what its commit and environment are missing
+(``--rerun``: everything), holds ``<results>/.bench.lock`` (``lock``), and stops asv cleanly on
+Ctrl-C / SIGTERM / SIGHUP (exit 130).
 """
 
 from __future__ import annotations
@@ -34,13 +42,16 @@ import os
 import platform
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from . import history
 from . import machine as machine_mod
+from .lock import BenchLock, Busy
 
 ASV_VERSION = "0.6.6"
 
@@ -232,11 +243,78 @@ def prepare_checkpoint(root: Path, env: dict, python: str | None = None) -> dict
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def run_asv(args: list[str], root: Path, env: dict, echo: bool = True) -> int:
-    cmd = [sys.executable, "-m", "asv", *args]
+class Interrupted(Exception):
+    """Ctrl-C, SIGTERM or SIGHUP while benchmarks run (what was measured is on disk)."""
+
+
+def _raise_interrupted(signum, frame):
+    raise Interrupted(signal.Signals(signum).name)
+
+
+def catch_signals():
+    """SIGTERM / SIGHUP end a run the way Ctrl-C does: asv and its benchmark processes are stopped."""
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _raise_interrupted)
+
+
+def _stop(proc: subprocess.Popen):
+    """Stop asv and the benchmark process it runs (its own process group): SIGINT, then harder."""
+    for sig, grace in ((signal.SIGINT, 10), (signal.SIGTERM, 10), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(grace)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # a benchmark process asv left behind
+    except ProcessLookupError:
+        pass
+
+
+def run_asv(args: list[str], root: Path, env: dict, echo: bool = True, keep_fds=()) -> int:
+    """asv in this interpreter (the one with the package). ``asv run``/``continuous`` go through
+    ``asv_safe`` (each finished entry saved at once, atomically). asv runs in its own process group,
+    so an interrupted run stops it and its benchmark process; ``keep_fds`` (the run lock) is
+    inherited, so the lock lives as long as asv does."""
+    module = "funasr_nano.bench.asv_safe" if args and args[0] in ("run", "continuous") else "asv"
+    cmd = [sys.executable, "-m", module, *args]
     if echo:
         print("$ " + " ".join(_quote(a) for a in cmd), flush=True)
-    return subprocess.run(cmd, cwd=root, env=env).returncode
+    proc = subprocess.Popen(cmd, cwd=root, env=env, start_new_session=True,
+                            pass_fds=tuple(fd for fd in keep_fds if fd is not None))
+    try:
+        return proc.wait()
+    except (KeyboardInterrupt, Interrupted) as e:
+        _stop(proc)
+        raise Interrupted(str(e) or "Ctrl-C") from None
+
+
+def results_location(root: Path, conf: dict, results_dir_arg: str | None) -> tuple[Path, list[str]]:
+    """The results folder and the asv --config arguments that point asv at it."""
+    if not results_dir_arg:
+        return root / conf.get("results_dir", "results"), []
+    results_dir = Path(results_dir_arg).resolve()
+    cpath = scratch_conf(root, conf, Path(tempfile.mkdtemp(prefix="asv-conf-")), results_dir)
+    return results_dir, ["--config", str(cpath)]
+
+
+def take_lock(results_dir: Path, args) -> BenchLock:
+    """The results folder's run lock (refuses, or with --wait queues, when another run holds it)."""
+    try:
+        return BenchLock(results_dir, " ".join(sys.argv)).acquire(wait=getattr(args, "wait", False))
+    except Busy as e:
+        raise RuntimeError(str(e)) from None
+
+
+def selection(args) -> list[str]:
+    """The asv -b regexes of a run: --only, else the quick selection (nothing: the grid) + --bench."""
+    if args.only:
+        return list(args.only)
+    return ([] if args.full else selectors(QUICK)) + list(args.bench or [])
 
 
 def _quote(a: str) -> str:
@@ -267,6 +345,8 @@ def append_run_record(results_dir: Path, machine: str, record: dict) -> Path:
 
 # ----- the quick suite -------------------------------------------------------------------------------------
 def cmd_run(args) -> int:
+    if getattr(args, "commits", None):
+        return history.cmd_backfill(args)
     t_start = time.perf_counter()
     root = repo_root()
     conf = read_conf(root)
@@ -280,7 +360,49 @@ def cmd_run(args) -> int:
     if note:
         print(f"[bench] {note}", flush=True)
     python = args.python or sys.executable
+    lock = None
+    results_dir, conf_args = results_location(root, conf, args.results_dir)
+    if not args.dry_run:
+        try:
+            lock = take_lock(results_dir, args)
+        except RuntimeError as e:
+            print(f"funasr-nano bench: error: {e}", file=sys.stderr)
+            return 5
+    try:
+        return _run_locked(args, root, conf, env, python, asv_ver, t_start, lock, results_dir, conf_args)
+    except Interrupted as e:
+        print(f"[bench] interrupted ({e}): every benchmark measured so far is kept; run the same command "
+              "again to measure only what is missing", flush=True)
+        return 130
+    finally:
+        if lock is not None:
+            lock.release()
 
+
+def _resume(root, results_dir, name, head, python, sel, base_args, env, lock):
+    """What is still missing for ``head`` in this environment: (asv -b selectors, or None when nothing
+    is; entries kept; entries selected). The suite is discovered first (asv writes benchmarks.json),
+    so the selection's entries and the benchmarks' current versions are known."""
+    files = history.result_files(results_dir, name, head, python=python)
+    if not files:
+        return sel, 0, None
+    rc = run_asv([*base_args, "-b", "just-discover"], root, env, echo=False, keep_fds=(lock.fd,))
+    meta = history.load_benchmarks(results_dir)
+    if rc != 0 or not meta:
+        return sel, 0, None
+    want = history.grid_entries(meta, sel or None)
+    have = history.measured(files, meta)
+    todo = [e for e in want if e not in have]
+    if not todo:
+        return None, len(want), len(want)
+    est = history.estimate_seconds(todo, history.seconds_per_entry(results_dir, name))
+    print(f"[bench] resuming {head[:8]}: {len(want) - len(todo)} of the {len(want)} selected entries are already "
+          f"measured in this environment ({files[0].name}) and kept; measuring the {len(todo)} missing "
+          f"(about {history.fmt_minutes(est)} by the stored durations)", flush=True)
+    return [history.entry_selector(e) for e in todo], len(want) - len(todo), len(want)
+
+
+def _run_locked(args, root, conf, env, python, asv_ver, t_start, lock, results_dir, conf_args) -> int:
     fp = child_fingerprint(env, args.machine, python)
     name = fp["machine"]
     machine_mod.write_machine_file(fp)  # asv reads only ~/.asv-machine.json
@@ -301,30 +423,30 @@ def cmd_run(args) -> int:
               "results/; pass --results-dir to keep them elsewhere)", flush=True)
         dry = True
 
-    results_dir = root / conf.get("results_dir", "results")
-    conf_args: list[str] = []
-    if args.results_dir:  # a scratch copy of the configuration pointing at another results folder
-        results_dir = Path(args.results_dir).resolve()
-        conf_args = ["--config", str(scratch_conf(root, conf, Path(tempfile.mkdtemp(prefix="asv-conf-")),
-                                                   results_dir))]
-    asv_args = ["run", *conf_args, "-E", f"existing:{python}", "--machine", name, "--show-stderr",
-                "--launch-method", "spawn"]
+    base_args = ["run", *conf_args, "-E", f"existing:{python}", "--machine", name, "--show-stderr",
+                 "--launch-method", "spawn"]
+    asv_args = list(base_args)
     if not dry:
         asv_args += ["--set-commit-hash", head, "--record-samples"]
     else:
         asv_args += ["--dry-run"]
     if args.asv_quick:
         asv_args += ["--quick"]
-    if args.only:
-        sel = list(args.only)
-    else:
-        sel = ([] if args.full else selectors(QUICK)) + list(args.bench or [])
-    for s in sel:
-        asv_args += ["-b", s]
-    asv_args += args.asv_arg or []
-    t_asv = time.perf_counter()
-    rc = run_asv(asv_args, root, env)
-    asv_s = time.perf_counter() - t_asv
+    sel = selection(args)
+    kept = 0
+    if not dry and not args.rerun:
+        sel, kept, total = _resume(root, results_dir, name, head, python, sel, base_args, env, lock)
+        if sel is None:
+            print(f"[bench] all {total} selected entries are already measured for {head[:8]} in this environment "
+                  "(--rerun to measure them again)", flush=True)
+    rc, asv_s = 0, 0.0
+    if sel is not None:
+        for s in sel:
+            asv_args += ["-b", s]
+        asv_args += args.asv_arg or []
+        t_asv = time.perf_counter()
+        rc = run_asv(asv_args, root, env, keep_fds=(lock.fd if lock else None,))
+        asv_s = time.perf_counter() - t_asv
 
     wall = time.perf_counter() - t_start
     if not dry:
@@ -338,7 +460,8 @@ def cmd_run(args) -> int:
             "policy": (fp.get("details") or {}).get("policy"),
             "versions": _versions(), "asv": asv_ver, "python": platform.python_version(),
             "asv_rc": rc, "asv_seconds": round(asv_s, 1), "wall_seconds": round(wall, 1),
-            "selection": "full grid" if args.full else f"{len(sel)} selectors (funasr_nano.bench.quick.QUICK)",
+            "selection": "full grid" if args.full else f"{len(selection(args))} selectors (funasr_nano.bench.quick.QUICK)",
+            "kept_from_earlier_run": kept,
         }
         append_run_record(results_dir, name, rec)
         if dirty:
@@ -463,8 +586,50 @@ def worsened_rows(compare_output: str) -> list[str]:
     return [line for line in compare_output.splitlines() if re.match(r"^\|\s*[+!]\s*\|", line)]
 
 
+def environment_note(base_data: dict, python: str, machine_dir: Path) -> str | None:
+    """A sentence when the baseline was measured with another interpreter than ``python``, with the
+    package versions that differ (from runs.jsonl) when known."""
+    base_py = base_data.get("python")
+    if not base_py or os.path.abspath(base_py) == os.path.abspath(python):
+        return None
+    msg = (f"the baseline was measured in another environment (python {base_py}, asv environment "
+           f"{base_data.get('env_name')!r}); this run uses {python}, so the comparison includes any difference "
+           "between the two environments")
+    commit = str(base_data.get("commit_hash", ""))
+    recs = []
+    try:
+        for line in (machine_dir / "runs.jsonl").read_text(encoding="utf-8").splitlines():
+            r = json.loads(line)
+            if commit and str(r.get("commit", "")).startswith(commit[:8]) and r.get("versions"):
+                recs.append(r)
+    except (OSError, ValueError):
+        pass
+    if recs and os.path.abspath(python) == os.path.abspath(sys.executable):
+        there, here = recs[-1]["versions"], _versions()
+        diff = [f"{k} {there.get(k)} -> {here.get(k)}" for k in sorted(set(there) | set(here))
+                if k != "funasr-nano-mlx" and there.get(k) != here.get(k)]
+        msg += "; versions: " + ("; ".join(diff) if diff else "the same MLX, numpy and asv")
+    return msg
+
+
 def cmd_compare(args) -> int:
     root = repo_root()
+    scratch = Path(args.scratch).resolve() if args.scratch else root / ".asv" / "regress"
+    try:
+        lock = BenchLock(scratch.parent, " ".join(sys.argv), name=f".{scratch.name}.lock").acquire(wait=args.wait)
+    except Busy as e:
+        print(f"funasr-nano bench compare: error: {e}", file=sys.stderr)
+        return 5
+    try:
+        return _compare(args, root, scratch, lock)
+    except Interrupted as e:
+        print(f"[compare] interrupted ({e})", flush=True)
+        return 130
+    finally:
+        lock.release()
+
+
+def _compare(args, root, scratch, lock) -> int:
     conf = read_conf(root)
     try:
         check_asv(conf, args.any_asv)
@@ -480,7 +645,6 @@ def cmd_compare(args) -> int:
     results_dir = Path(args.results_dir).resolve() if args.results_dir else root / conf.get("results_dir", "results")
     entries = SENTINELS + REGRESS_EXTRA
     bench_names = sorted({e[0] for e in entries})
-    scratch = Path(args.scratch).resolve() if args.scratch else root / ".asv" / "regress"
     if scratch.exists():
         shutil.rmtree(scratch)
     (scratch / "results").mkdir(parents=True)
@@ -501,7 +665,7 @@ def cmd_compare(args) -> int:
         for s_ in sel:
             asv_args += ["-b", s_]
         print(f"[compare] measuring {label} ({code_root})", flush=True)
-        rc_ = run_asv(asv_args, root, e)
+        rc_ = run_asv(asv_args, root, e, keep_fds=(lock.fd,))
         files = [p for p in _result_files(scratch / "results", name) if not p.name.startswith(("baseline-", "worktree-"))]
         out_files = []
         for p in files:
@@ -531,10 +695,13 @@ def cmd_compare(args) -> int:
     else:
         base = find_baseline(results_dir, name, root, args.baseline, bench_names)
         base_data = json.loads(base.read_text())
-        # The baseline's interpreter when it is still there: same environment name, same Python.
-        python = args.python or (base_data.get("python") if os.path.exists(str(base_data.get("python"))) else None) \
-            or sys.executable
+        # Always this environment (the one with the package), never the interpreter the baseline
+        # recorded: that path may be another environment, or one without MLX.
+        python = args.python or sys.executable
         print(f"[compare] machine {name}; baseline {base}; python {python}", flush=True)
+        other = environment_note(base_data, python, results_dir / name)
+        if other:
+            print(f"[compare] note: {other}", flush=True)
         prepare_checkpoint(root, env, python)
         new = measure("worktree", root, head)
         base_env = base_data.get("env_name")
@@ -609,6 +776,14 @@ def build_parser():
         q.add_argument("--no-report", action="store_true", help="skip the Markdown table and charts")
         q.add_argument("--report-dir", default=None, help="report output (default <results>/report)")
         q.add_argument("--results-dir", default=None, help="store results here instead of asv.conf.json's")
+        q.add_argument("--commits", default=None, metavar="RANGE",
+                       help="history back-fill: measure each commit of RANGE (git rev-list --first-parent: "
+                            "A..B, or one commit) in asv-built virtualenvs, oldest first, skipping what is measured")
+        q.add_argument("--rerun", action="store_true",
+                       help="measure everything selected again (default: keep what this commit and environment "
+                            "already have and measure only what is missing)")
+        q.add_argument("--wait", action="store_true", help="queue behind a run holding the results folder's lock "
+                                                           "instead of refusing")
     _common(c)
     c.add_argument("--baseline", default=None,
                    help="commit whose stored results are the baseline (default: the newest stored result); "
@@ -621,6 +796,7 @@ def build_parser():
     c.add_argument("--only-changed", action="store_true", help="print only changed benchmarks")
     c.add_argument("--results-dir", default=None, help="where the stored baseline results are (default: results)")
     c.add_argument("--scratch", default=None, help="scratch folder of the check (default .asv/regress)")
+    c.add_argument("--wait", action="store_true", help="queue behind another check using the scratch folder")
     return p
 
 
@@ -631,10 +807,15 @@ def main(argv=None) -> int:
 
         return policy_ab_main(argv[1:])
     args = build_parser().parse_args(argv)
+    catch_signals()
     if args.cmd == "compare":
         return cmd_compare(args)
     return cmd_run(args)
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    # Run the imported module, not this __main__ copy: history.py calls funasr_nano.bench.quick, and
+    # two copies would have two Interrupted classes (the signal handler's would not be caught).
+    from funasr_nano.bench import quick as _quick
+
+    sys.exit(_quick.main())
