@@ -152,7 +152,7 @@ def backend_info() -> dict:
     """``{"backend": "cpu"|"metal"|"cuda", "device": ..., "mlx_version": ..., ...}`` for fingerprints."""
     import mlx.core as mx
 
-    from .runtime.backend import default_device_label, detect_backend
+    from .runtime.backend import device_label, detect_backend
 
     metal = bool(getattr(getattr(mx, "metal", None), "is_available", lambda: False)())
     cuda = bool(getattr(getattr(mx, "cuda", None), "is_available", lambda: False)())
@@ -168,7 +168,7 @@ def backend_info() -> dict:
         name = _cpu_name() or name  # the full model string, not only the vendor
     out = {
         "backend": backend,
-        "device": default_device_label(),
+        "device": device_label(),
         "device_name": name,
         "metal_available": metal,
         "cuda_available": cuda,

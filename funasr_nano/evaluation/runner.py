@@ -152,9 +152,9 @@ def environment() -> dict:
         "ld_preload": os.environ.get("LD_PRELOAD") or None,
     }
     try:
-        from ..runtime.backend import default_device_label
+        from ..runtime.backend import device_label
 
-        env["mlx_device"] = default_device_label()
+        env["mlx_device"] = device_label()
     except Exception:  # pragma: no cover
         pass
     return env

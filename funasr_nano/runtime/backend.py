@@ -200,7 +200,7 @@ def detect_backend() -> str:
     return "cuda"
 
 
-def default_device_label() -> str:
+def device_label() -> str:
     """MLX's default device as MLX prints it (``Device(gpu, 0)``), for records."""
     return str(mx.default_device())
 
@@ -281,4 +281,4 @@ def resolve_policy(policy=None, backend: str | None = None, environ=None) -> Bac
 
 
 __all__ = ["BackendPolicy", "PolicyError", "BACKENDS", "FIELDS", "ENV_VAR", "EVIDENCE", "default_policy",
-           "detect_backend", "default_device_label", "parse_overrides", "resolve_policy"]
+           "detect_backend", "device_label", "parse_overrides", "resolve_policy"]
