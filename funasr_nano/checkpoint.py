@@ -38,6 +38,8 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 
+from .checkpoint_pt import EXTRA_GLOBALS, extract_state_dict
+
 try:  # MLX is needed to produce arrays; the writer also works from numpy alone.
     import mlx.core as mx
 except ImportError:  # pragma: no cover - mlx is a hard dependency of the package
@@ -283,6 +285,7 @@ _ALLOWED_GLOBALS[("torch", "bool")] = _Marker("torch.bool")
 _ALLOWED_GLOBALS[("torch", "half")] = _Marker("torch.half")
 _ALLOWED_GLOBALS[("torch", "float")] = _Marker("torch.float")
 _ALLOWED_GLOBALS[("torch", "long")] = _Marker("torch.long")
+_ALLOWED_GLOBALS.update(EXTRA_GLOBALS)  # numeric numpy scalars (trainer counters), see checkpoint_pt
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
@@ -324,33 +327,9 @@ class _RestrictedUnpickler(pickle.Unpickler):
         return ref
 
 
-def _extract_state_dict(obj, source: str) -> "collections.OrderedDict[str, _TensorRef]":
-    sd = None
-    if isinstance(obj, dict):
-        for wrapper in ("state_dict", "model"):
-            inner = obj.get(wrapper)
-            if isinstance(inner, dict):
-                sd = inner
-                break
-        else:
-            if obj and all(isinstance(v, _TensorRef) for v in obj.values()):
-                sd = obj
-    if sd is None:
-        what = f"a dict with keys {sorted(map(str, obj))[:10]}" if isinstance(obj, dict) else type(obj).__name__
-        raise CheckpointError(
-            f"{source}: no state dict found (expected {{'state_dict': ...}}, {{'model': ...}} or a dict of "
-            f"tensors; the pickle holds {what})")
-    out = collections.OrderedDict()
-    bad = []
-    for k, v in sd.items():
-        if not isinstance(k, str) or not isinstance(v, _TensorRef):
-            bad.append(f"{k!r} ({type(v).__name__})")
-        else:
-            out[k] = v
-    if bad:
-        raise CheckpointError(f"{source}: the state dict holds {len(bad)} non-tensor entries: "
-                              + ", ".join(bad[:10]) + (" ..." if len(bad) > 10 else ""))
-    return out
+def _extract_state_dict(obj, source: str):
+    """(tensors, ignored entries): FunASR's unwrapping, see `funasr_nano.checkpoint_pt`."""
+    return extract_state_dict(obj, source, lambda v: isinstance(v, _TensorRef))
 
 
 # --------------------------------------------------------------------------------------------
@@ -415,7 +394,7 @@ class TorchCheckpoint:
             raise CheckpointError(f"{src}: the checkpoint pickle is nested too deeply") from e
         except Exception as e:  # UnpicklingError, EOFError, TypeError from bad REDUCE args, ...
             raise CheckpointError(f"{src}: the checkpoint pickle is malformed: {type(e).__name__}: {e}") from e
-        self.tensors = _extract_state_dict(obj, src)
+        self.tensors, self.ignored = _extract_state_dict(obj, src)
         for name, t in self.tensors.items():
             self._check_bounds(name, t)
 
@@ -852,6 +831,7 @@ def convert_to_safetensors(model_pt_path, out_dir, max_shard_bytes: int = 2 ** 3
     meta = _source_metadata(src)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     with TorchCheckpoint(src) as ck:
+        meta["ignored_entries"] = json.dumps(ck.ignored, ensure_ascii=False)
         sizes = [(k, t.nbytes) for k, t in ck.tensors.items()]
         total = sum(nb for _, nb in sizes)
         shards = _shard_plan(sizes, max_shard_bytes)
@@ -1022,7 +1002,10 @@ def check_state_dict(weights: Mapping[str, Any], expected: Mapping[str, tuple],
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 HUB_PATTERNS = ["model.pt", "config.yaml", "configuration.json", "Qwen3-0.6B/*",
-                "*.safetensors", "*.safetensors.index.json"]
+                "*.safetensors", "*.safetensors.index.json",
+                # the Transformers (-hf) and mlx-community forms (funasr_nano.checkpoint_forms)
+                "config.json", "preprocessor_config.json", "generation_config.json", "tokenizer*.json",
+                "vocab.json", "merges.txt"]
 
 
 def resolve_checkpoint(path_or_repo_id, cache_dir=None, revision=None) -> Path:

@@ -12,7 +12,8 @@ from mlx.utils import tree_flatten, tree_map
 
 from . import frontend as fe
 from .audio import AudioError, load_audio
-from .config import ConfigError, ModelConfig, llm_dir
+from .checkpoint import CheckpointError
+from .config import ConfigError, ModelConfig
 from .model import FunASRNano
 from .prompt import Prompt, build_prompt, postprocess, stable_text
 from .generate import greedy_decode, iter_decode, left_pad
@@ -306,8 +307,9 @@ def load(path_or_repo, dtype="float32", audio_dtype="float32", cache_dir=None, p
     A directory written by `precision.save_quantized` loads its stored (quantized) tensors
     directly; `preset` may then only repeat the stored one.
     """
-    from .checkpoint import check_state_dict, load_checkpoint_weights, resolve_checkpoint
-    from .precision import PrecisionPlan, apply_precision, is_precision_checkpoint, load_precision_net, parse_preset
+    from .checkpoint import resolve_checkpoint
+    from .checkpoint_forms import PRECISION, open_checkpoint
+    from .precision import PrecisionPlan, apply_precision, load_precision_net, parse_preset
     from .synthetic import is_synthetic
     from .tokenizer import Tokenizer
 
@@ -316,32 +318,84 @@ def load(path_or_repo, dtype="float32", audio_dtype="float32", cache_dir=None, p
 
         warn_if_reference_blas()  # Linux: MLX's bundled reference BLAS is many times slower
     ckpt = Path(resolve_checkpoint(path_or_repo, cache_dir=cache_dir))
-    cfg = ModelConfig.from_dir(ckpt)
-    if is_precision_checkpoint(ckpt):
+    form = open_checkpoint(ckpt)  # official / precision / transformers (-hf) / mlx-audio
+    cfg = form.cfg
+    if form.form == PRECISION:
         net, plan = load_precision_net(ckpt, cfg, preset)
     else:
-        plan = parse_preset(preset) if preset is not None else PrecisionPlan.from_dtypes(
-            parse_dtype(dtype), parse_dtype(audio_dtype))
         net = FunASRNano(cfg)
-        weights = load_checkpoint_weights(ckpt, cache_dir=cache_dir)
-        check_state_dict(weights, net.expected_shapes(), optional_prefixes=net.optional_keys())
-        weights = net.sanitize(weights)
-        if preset is None:
-            weights = _cast(weights, plan.audio_dtype, ("audio_encoder.", "audio_adaptor."))
-            weights = _cast(weights, plan.llm_dtype, ("llm.",))
-        else:  # float32 (lazily) first: quantize from full precision, then cast per the plan
-            weights = _cast(weights, mx.float32, ("audio_encoder.", "audio_adaptor.", "llm."))
-        net.load_weights(list(weights.items()), strict=True)
+        weights, qmap = _form_weights(form, net, cache_dir)
+        if qmap:  # stored quantized (mlx-audio -4bit/-8bit): keep its tensors, cast the rest
+            net, plan = _load_stored_quantized(net, weights, qmap, preset, dtype, audio_dtype, ckpt)
+        else:
+            plan = parse_preset(preset) if preset is not None else PrecisionPlan.from_dtypes(
+                parse_dtype(dtype), parse_dtype(audio_dtype))
+            weights = net.sanitize(weights)
+            if preset is None:
+                weights = _cast(weights, plan.audio_dtype, ("audio_encoder.", "audio_adaptor."))
+                weights = _cast(weights, plan.llm_dtype, ("llm.",))
+            else:  # float32 (lazily) first: quantize from full precision, then cast per the plan
+                weights = _cast(weights, mx.float32, ("audio_encoder.", "audio_adaptor.", "llm."))
+            net.load_weights(list(weights.items()), strict=True)
+            if preset is not None:
+                apply_precision(net, plan)
         del weights  # the lazily loaded sources are then freed as soon as their module is evaluated
-        if preset is not None:
-            apply_precision(net, plan)
     net.eval()
     mx.eval(net.parameters())
     try:
-        tok = Tokenizer.from_dir(llm_dir(ckpt, cfg.raw["config.yaml"]))
+        tok = Tokenizer.from_dir(form.tokenizer_dir)
     except FileNotFoundError as e:
         raise ConfigError(str(e)) from e
     asr = FunASRNanoASR(net, tok, cfg, source=str(path_or_repo), synthetic=is_synthetic(ckpt),
                         dtype=plan.llm_dtype, audio_dtype=plan.audio_dtype)
     asr.plan, asr.preset, asr.checkpoint_dir = plan, plan.name, ckpt
+    asr.checkpoint_form, asr.ignored_entries = form.form, list(form.ignored)
     return asr
+
+
+def _form_weights(form, net: FunASRNano, cache_dir):
+    """A form's weights in this port's layout, checked against `net` (quantized: after
+    quantizing `net`'s skeleton the way the file says)."""
+    from .checkpoint_mlx_audio import FORM as MLX_AUDIO
+
+    if form.form != MLX_AUDIO:
+        return form.load_weights(net.expected_shapes(), net.optional_keys(), cache_dir), {}
+    from .checkpoint_mlx_audio import load_weights
+    from .precision import quantize_modules
+
+    qmap = form.quantization(load_weights(form.directory))  # lazy: only the key names are read
+    if qmap:
+        try:
+            quantize_modules(net, qmap)
+        except ValueError as e:
+            raise CheckpointError(f"{form.directory}: {form.label}: {e}") from e
+    return form.load_weights(net.expected_shapes(), net.optional_keys(), cache_dir), qmap
+
+
+def _load_stored_quantized(net, weights, qmap, preset, dtype, audio_dtype, ckpt):
+    """Load quantized tensors as stored; other float parameters and the quantization scales take
+    the compute dtypes (`dtype` for the decoder, `audio_dtype` for encoder and adaptor)."""
+    from .precision import ComponentPrecision, PrecisionPlan, _cast_params, component_of, parse_preset
+
+    specs = {(q["bits"], q["group_size"], q.get("mode", "affine")) for q in qmap.values()}
+    comps = {component_of(p) for p in qmap}
+    kind = {4: "q4", 8: "q8"}.get(next(iter(specs))[0]) if len(specs) == 1 else None
+    if kind is None or next(iter(specs))[2] != "affine" or not comps <= {"llm_layers", "embedding"}:
+        raise CheckpointError(f"{ckpt}: quantization {sorted(specs)} of {sorted(comps)} is not supported "
+                              "(uniform affine 4- or 8-bit of the decoder, as mlx-audio's converter writes)")
+    aud, llm = parse_dtype(audio_dtype), parse_dtype(dtype)
+    a_kind = PrecisionPlan.from_dtypes(llm, aud).audio_compute
+    l_kind = PrecisionPlan.from_dtypes(llm, aud).llm_compute
+    q = ComponentPrecision(kind, next(iter(specs))[1])
+    plan = PrecisionPlan(ComponentPrecision(a_kind), ComponentPrecision(a_kind),
+                         q if "llm_layers" in comps else ComponentPrecision(l_kind),
+                         q if "embedding" in comps else ComponentPrecision(l_kind),
+                         audio_compute=a_kind, llm_compute=l_kind)
+    if preset is not None and parse_preset(preset) != plan:
+        raise ValueError(f"{ckpt} is stored quantized as {plan.name!r}; it cannot be loaded as "
+                         f"{parse_preset(preset).name!r} (pass dtype/audio_dtype for the compute dtypes)")
+    net.load_weights(list(net.sanitize(weights).items()), strict=True)
+    quantized_weights = {p + s for p in qmap for s in (".weight",)}
+    _cast_params(net, lambda k: None if k in quantized_weights else (
+        plan.audio_dtype if component_of(k) in ("encoder", "adaptor") else plan.llm_dtype))
+    return net, plan
