@@ -767,6 +767,10 @@ def _read_safetensors_metadata(path: Path) -> dict:
 
 def _cache_metadata(out_dir: Path) -> dict | None:
     """Metadata recorded by `convert_to_safetensors` in ``out_dir``; None when absent or incomplete."""
+    if (out_dir / "alias.json").is_file():  # same tensors as another entry (checkpoint_cache)
+        from .checkpoint_cache import read_alias
+
+        return read_alias(out_dir)
     try:
         index = out_dir / INDEX_NAME
         if index.is_file():
@@ -818,7 +822,8 @@ def _replace_dir(tmp: Path, out_dir: Path):
         shutil.rmtree(old, ignore_errors=True)
 
 
-def convert_to_safetensors(model_pt_path, out_dir, max_shard_bytes: int = 2 ** 30) -> Path:
+def convert_to_safetensors(model_pt_path, out_dir, max_shard_bytes: int = 2 ** 30,
+                           extra_metadata: dict | None = None) -> Path:
     """Convert a ``model.pt`` into safetensors in ``out_dir`` (dtypes kept; bf16 stays bf16).
 
     Writes ``model.safetensors`` when everything fits in one shard, else
@@ -828,7 +833,7 @@ def convert_to_safetensors(model_pt_path, out_dir, max_shard_bytes: int = 2 ** 3
     """
     src = Path(model_pt_path)
     out_dir = Path(out_dir)
-    meta = _source_metadata(src)
+    meta = dict(_source_metadata(src), **(extra_metadata or {}))
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     with TorchCheckpoint(src) as ck:
         meta["ignored_entries"] = json.dumps(ck.ignored, ensure_ascii=False)
@@ -942,7 +947,9 @@ def load_checkpoint_weights(ckpt_dir, cache_dir=None) -> dict[str, "mx.array"]:
               "(one-time) ...", end="", file=sys.stderr, flush=True)
         t0 = time.perf_counter()
         try:
-            convert_to_safetensors(pt, out)
+            from .checkpoint_cache import convert_or_alias
+
+            how = convert_or_alias(pt, out)  # an alias when another entry holds the same tensors
         except OSError as e:
             print(" failed", file=sys.stderr, flush=True)
             raise CheckpointError(f"cannot write the safetensors cache {out}: {e}; set $FUNASR_NANO_CACHE "
@@ -950,8 +957,11 @@ def load_checkpoint_weights(ckpt_dir, cache_dir=None) -> dict[str, "mx.array"]:
         except BaseException:
             print(" failed", file=sys.stderr, flush=True)
             raise
-        print(f" done in {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
-    return load_safetensors_dir(out)
+        how = f" (same tensors as {how[6:]}: reused, no copy)" if how.startswith("alias:") else ""
+        print(f" done in {time.perf_counter() - t0:.1f} s{how}", file=sys.stderr, flush=True)
+    from .checkpoint_cache import resolve
+
+    return load_safetensors_dir(resolve(out))
 
 
 # --------------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ The Transformers (-hf) form's numeric proof is in tests/test_forms_hf.py.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import warnings
 import zipfile
@@ -361,3 +362,55 @@ def test_mlx_audio_incomplete(mlxa_float, tmp_path):
     d = _edit_safetensors(mlxa_float, tmp_path / "noquant", quantize_one)
     with pytest.raises(CheckpointError, match="mlx-audio.*no 'quantization' block"):
         funasr_nano.load(d)
+
+
+# ----------------------------------------------------------------------------- one cache copy per weights
+
+
+def _entries(root: Path) -> dict[str, str]:
+    """cache entry -> "weights" (holds safetensors) or "alias"."""
+    return {e.name: ("alias" if (e / "alias.json").is_file() else "weights")
+            for e in root.iterdir() if e.is_dir() and not e.name.startswith(".")}
+
+
+def test_cache_holds_one_copy_per_set_of_weights(tiny_ckpt, torch_sd, base, tmp_path, tiny_hf, mlxa_float, capfd):
+    from funasr_nano.synthetic import write_synthetic_checkpoint
+
+    root = tmp_path / "cache"
+    a = _copy_dir_without_weights(tiny_ckpt, tmp_path / "a")
+    torch.save({"state_dict": torch_sd}, a / "model.pt")
+    b = _copy_dir_without_weights(tiny_ckpt, tmp_path / "b")  # same tensors, a trainer's wrapping
+    torch.save({"model_state_dict": {f"module.{k}": v for k, v in torch_sd.items()}, "epoch": 4}, b / "model.pt")
+
+    _same_params(funasr_nano.load(a, cache_dir=root), base)
+    assert list(_entries(root).values()) == ["weights"]
+    capfd.readouterr()
+    with pytest.warns(CheckpointWarning, match="epoch"):
+        asr_b = funasr_nano.load(b, cache_dir=root)
+    assert "reused, no copy" in capfd.readouterr().err
+    _same_params(asr_b, base)
+    assert asr_b.ignored_entries == ["epoch (int 4)"]
+    assert sorted(_entries(root).values()) == ["alias", "weights"]
+    assert sum(1 for _ in root.rglob("*.safetensors")) == 1
+    # fresh on the next load: nothing is converted or compared again
+    with pytest.warns(CheckpointWarning):
+        funasr_nano.load(b, cache_dir=root)
+    assert "converting" not in capfd.readouterr().err
+
+    # the safetensors forms of the same weights add nothing to the cache
+    before = _entries(root)
+    _same_params(funasr_nano.load(tiny_hf, cache_dir=root), funasr_nano.load(mlxa_float, cache_dir=root))
+    assert _entries(root) == before
+
+    # other weights of the same layout get their own copy (compared, found different)
+    c = write_synthetic_checkpoint(tmp_path / "c", preset="tiny", seed=1)
+    funasr_nano.load(c, cache_dir=root)
+    assert sorted(_entries(root).values()) == ["alias", "weights", "weights"]
+
+    # when a's model.pt changes, a is re-converted and b's alias goes stale: b converts its own copy
+    torch.save({"state_dict": {k: v + 1 if v.is_floating_point() else v for k, v in torch_sd.items()}}, a / "model.pt")
+    os.utime(a / "model.pt", ns=(1, 1))
+    funasr_nano.load(a, cache_dir=root)
+    with pytest.warns(CheckpointWarning):
+        _same_params(funasr_nano.load(b, cache_dir=root), base)
+    assert sorted(_entries(root).values()) == ["weights", "weights", "weights"]
