@@ -385,4 +385,9 @@ def write_hf_checkpoint(official_dir, out_dir, dtype: str = "bfloat16") -> Path:
            "return_attention_mask": True}
     (out / "preprocessor_config.json").write_text(json.dumps(pre, indent=2) + "\n", encoding="utf-8")
     AutoTokenizer.from_pretrained(str(llm_dir(src, funasr_cfg))).save_pretrained(out)
+    from .synthetic import MARKER
+
+    if (src / MARKER).is_file():  # synthetic weights stay labelled as such in every form
+        (out / MARKER).write_text((src / MARKER).read_text(encoding="utf-8")
+                                  + "converted: funasr_nano.checkpoint_hf.write_hf_checkpoint\n", encoding="utf-8")
     return out

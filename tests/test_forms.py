@@ -228,6 +228,19 @@ def test_hf_missing_and_extra_keys(tiny_hf, tmp_path):
         funasr_nano.load(d)
 
 
+def test_save_quantized_from_other_forms(tiny_hf, mlxa_float, wav, tmp_path):
+    """`precision.save_quantized` of a model loaded from the -hf / mlx-audio forms reloads (the Qwen3
+    config is written out of their config.json, not copied from it)."""
+    from funasr_nano.precision import save_quantized
+
+    for name, src in (("hf", tiny_hf), ("mlxa", mlxa_float)):
+        asr = funasr_nano.load(src, preset="q4-g32")
+        again = funasr_nano.load(save_quantized(asr, tmp_path / name))
+        assert again.preset == "q4-g32" and again.checkpoint_form == "precision" and again.synthetic == asr.synthetic
+        assert again.transcribe(wav, max_new_tokens=4, ignore_eos=True).tokens == \
+            asr.transcribe(wav, max_new_tokens=4, ignore_eos=True).tokens
+
+
 # ----------------------------------------------------------------------------- mlx-audio / mlx-community
 
 
@@ -247,6 +260,7 @@ def _mlx_audio_convert(ref_dir: Path, out: Path) -> Path:
         for k in ("ffn_dim", "llm_dim", "encoder_dim", "n_layer"):
             cfg["audio_adaptor_conf"][k] = y["audio_adaptor_conf"][k]
         (out / "config.json").write_text(json.dumps(cfg, indent=2))
+        (out / "PATCHED_SIZES").write_text("encoder/adaptor sizes set from the source's config.yaml\n")
     return Path(out)
 
 
@@ -414,3 +428,38 @@ def test_cache_holds_one_copy_per_set_of_weights(tiny_ckpt, torch_sd, base, tmp_
     with pytest.warns(CheckpointWarning):
         _same_params(funasr_nano.load(b, cache_dir=root), base)
     assert sorted(_entries(root).values()) == ["weights", "weights", "weights"]
+
+
+@pytest.mark.slow
+def test_mlx_audio_real_config(tmp_path_factory):
+    """mlx-audio's converter, unmodified, on the released model's shapes (harness weights): the
+    stored tensors are the official ones bit for bit, and the loaded model gives funasr's greedy
+    tokens and logits (same record and tolerance as tests/test_parity.py)."""
+    from funasr_nano.checkpoint import load_checkpoint_weights
+    from funasr_nano.checkpoint_mlx_audio import load_weights
+
+    from reference_harness import reference_npz
+
+    ref_dir = reference_checkpoint("real", 0)
+    out = _mlx_audio_convert(ref_dir, tmp_path_factory.mktemp("mlxa_real") / "Fun-ASR-Nano-2512-mlx")
+    assert not (out / "PATCHED_SIZES").exists()  # its config.json is used exactly as written
+    theirs = load_weights(out)
+    official = load_checkpoint_weights(ref_dir)
+    assert set(theirs) == set(official) - {"llm.lm_head.weight"} and len(theirs) == 1260
+    bad = [k for k in theirs if theirs[k].dtype != official[k].dtype or not mx.array_equal(theirs[k], official[k]).item()]
+    assert not bad, bad[:5]
+    del theirs, official
+
+    rec = reference_npz("real", 0, "speech_3s", n_steps=32)
+    asr = funasr_nano.load(out)
+    assert asr.checkpoint_form == "mlx-audio"
+    from funasr_nano.fidelity import teacher_forced_logits
+
+    greedy = rec["greedy_tokens"].tolist()
+    logits = np.array(teacher_forced_logits(asr, mx.array(rec["inputs_embeds"])[None], greedy))
+    err = max(float(np.linalg.norm(logits[i] - rec["step_logits"][i]) / np.linalg.norm(rec["step_logits"][i]))
+              for i in range(len(greedy)))
+    print(f"\n[mlx-audio real] logits vs funasr rel err {err:.2e}")
+    assert err < 1e-4
+    assert logits.argmax(-1).tolist() == greedy  # the stored tensors are the official ones, so the
+    # free-running decode is test_parity's (not repeated here: ~30 s on the 2-core machine)
