@@ -297,7 +297,9 @@ def _cast(weights: dict, dtype, prefixes) -> dict:
 
 
 def load(path_or_repo, dtype="float32", audio_dtype="float32", cache_dir=None, preset=None) -> FunASRNanoASR:
-    """Load a Fun-ASR-Nano checkpoint directory (official layout) or a Hugging Face repo id.
+    """Load a Fun-ASR-Nano checkpoint directory or Hugging Face repo id, in any published form:
+    official (`model.pt`), Transformers `-hf`, mlx-audio / mlx-community (float or quantized), or
+    one written by `precision.save_quantized` (see `funasr_nano.checkpoint_forms`).
 
     `dtype` is the decoder's compute precision, `audio_dtype` the encoder's and adaptor's.
     The first load of a `model.pt` converts it to safetensors in a cache; later loads mmap it.
@@ -383,9 +385,8 @@ def _load_stored_quantized(net, weights, qmap, preset, dtype, audio_dtype, ckpt)
     if kind is None or next(iter(specs))[2] != "affine" or not comps <= {"llm_layers", "embedding"}:
         raise CheckpointError(f"{ckpt}: quantization {sorted(specs)} of {sorted(comps)} is not supported "
                               "(uniform affine 4- or 8-bit of the decoder, as mlx-audio's converter writes)")
-    aud, llm = parse_dtype(audio_dtype), parse_dtype(dtype)
-    a_kind = PrecisionPlan.from_dtypes(llm, aud).audio_compute
-    l_kind = PrecisionPlan.from_dtypes(llm, aud).llm_compute
+    floats = PrecisionPlan.from_dtypes(parse_dtype(dtype), parse_dtype(audio_dtype))
+    a_kind, l_kind = floats.audio_compute, floats.llm_compute
     q = ComponentPrecision(kind, next(iter(specs))[1])
     plan = PrecisionPlan(ComponentPrecision(a_kind), ComponentPrecision(a_kind),
                          q if "llm_layers" in comps else ComponentPrecision(l_kind),
@@ -395,7 +396,6 @@ def _load_stored_quantized(net, weights, qmap, preset, dtype, audio_dtype, ckpt)
         raise ValueError(f"{ckpt} is stored quantized as {plan.name!r}; it cannot be loaded as "
                          f"{parse_preset(preset).name!r} (pass dtype/audio_dtype for the compute dtypes)")
     net.load_weights(list(net.sanitize(weights).items()), strict=True)
-    quantized_weights = {p + s for p in qmap for s in (".weight",)}
-    _cast_params(net, lambda k: None if k in quantized_weights else (
-        plan.audio_dtype if component_of(k) in ("encoder", "adaptor") else plan.llm_dtype))
+    # packed quantized weights are integers (left alone); scales, biases, norms take the group's dtype
+    _cast_params(net, lambda k: plan.audio_dtype if component_of(k) in ("encoder", "adaptor") else plan.llm_dtype)
     return net, plan
