@@ -339,7 +339,7 @@ def write_hf_checkpoint(official_dir, out_dir, dtype: str = "bfloat16") -> Path:
     import torch
     from transformers import AutoTokenizer, FunAsrNanoConfig, FunAsrNanoForConditionalGeneration
 
-    from .checkpoint import read_model_pt
+    from .checkpoint_pt import extract_state_dict
     from .config import ModelConfig, llm_dir
 
     src, out = Path(official_dir), Path(out_dir)
@@ -347,23 +347,15 @@ def write_hf_checkpoint(official_dir, out_dir, dtype: str = "bfloat16") -> Path:
     funasr_cfg, qwen_cfg = cfg.raw["config.yaml"], cfg.raw["config.json"]
     hf_cfg = FunAsrNanoConfig(**hf_config_from_funasr(funasr_cfg, qwen_cfg))
     tdtype = getattr(torch, dtype)
-    weights = read_model_pt(src / "model.pt")
-    import numpy as np
-
-    def to_torch(a):
-        import mlx.core as mx
-
-        if a.dtype == mx.bfloat16:
-            return torch.from_numpy(np.array(a.view(mx.uint16)).view(np.int16)).view(torch.bfloat16)
-        return torch.from_numpy(np.array(a))
-
-    sd = to_hf_state_dict({k: to_torch(v) for k, v in weights.items()}, cfg.encoder.num_blocks,
-                          cfg.encoder.tp_blocks, drop_tied_head=False)
-    del weights
+    # mmap: the tensors stay in the page cache instead of the process (1.9 GB for the released model)
+    obj = torch.load(src / "model.pt", map_location="cpu", mmap=True, weights_only=True)
+    weights, _ = extract_state_dict(obj, str(src / "model.pt"), lambda v: isinstance(v, torch.Tensor))
+    sd = to_hf_state_dict(weights, cfg.encoder.num_blocks, cfg.encoder.tp_blocks, drop_tied_head=False)
+    del weights, obj
     with torch.device("meta"):
         model = FunAsrNanoForConditionalGeneration(hf_cfg)
     sd = {k: v.to(tdtype) for k, v in sd.items()}
-    # strict: the mapped names must be exactly the model's; assign keeps the (bf16) tensors as given
+    # the mapped names must be exactly the model's (the tied head aside); assign keeps the tensors as given
     missing, unexpected = model.load_state_dict(sd, strict=False, assign=True)
     missing = [k for k in missing if k != "lm_head.weight" and "positional_embedding" not in k]
     if missing or unexpected:

@@ -81,7 +81,7 @@ EXTRA_GLOBALS = {
 
 def _describe(v) -> str:
     if isinstance(v, np.generic):
-        return f"numpy.{type(v).__name__} {v.item()!r}"
+        return f"numpy.{v.dtype.name} {v.item()!r}"
     if isinstance(v, NumpyDType):
         return f"numpy.dtype {v.spec!r}"
     if isinstance(v, (bool, int, float)) or v is None:
