@@ -439,6 +439,7 @@ def test_mlx_audio_real_config(tmp_path_factory):
     from funasr_nano.checkpoint_mlx_audio import load_weights
 
     from reference_harness import reference_npz
+    from test_forms_hf import release_memory
 
     ref_dir = reference_checkpoint("real", 0)
     out = _mlx_audio_convert(ref_dir, tmp_path_factory.mktemp("mlxa_real") / "Fun-ASR-Nano-2512-mlx")
@@ -449,7 +450,7 @@ def test_mlx_audio_real_config(tmp_path_factory):
     bad = [k for k in theirs if theirs[k].dtype != official[k].dtype or not mx.array_equal(theirs[k], official[k]).item()]
     assert not bad, bad[:5]
     del theirs, official
-    mx.clear_cache()
+    release_memory()
 
     rec = reference_npz("real", 0, "speech_3s", n_steps=32)
     asr = funasr_nano.load(out)
@@ -465,4 +466,4 @@ def test_mlx_audio_real_config(tmp_path_factory):
     assert logits.argmax(-1).tolist() == greedy  # the stored tensors are the official ones, so the
     # free-running decode is test_parity's (not repeated here: ~30 s on the 2-core machine)
     del asr
-    mx.clear_cache()
+    release_memory()
