@@ -38,6 +38,8 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 
+from .checkpoint_pt import EXTRA_GLOBALS, extract_state_dict
+
 try:  # MLX is needed to produce arrays; the writer also works from numpy alone.
     import mlx.core as mx
 except ImportError:  # pragma: no cover - mlx is a hard dependency of the package
@@ -283,6 +285,7 @@ _ALLOWED_GLOBALS[("torch", "bool")] = _Marker("torch.bool")
 _ALLOWED_GLOBALS[("torch", "half")] = _Marker("torch.half")
 _ALLOWED_GLOBALS[("torch", "float")] = _Marker("torch.float")
 _ALLOWED_GLOBALS[("torch", "long")] = _Marker("torch.long")
+_ALLOWED_GLOBALS.update(EXTRA_GLOBALS)  # numeric numpy scalars (trainer counters), see checkpoint_pt
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
@@ -324,33 +327,9 @@ class _RestrictedUnpickler(pickle.Unpickler):
         return ref
 
 
-def _extract_state_dict(obj, source: str) -> "collections.OrderedDict[str, _TensorRef]":
-    sd = None
-    if isinstance(obj, dict):
-        for wrapper in ("state_dict", "model"):
-            inner = obj.get(wrapper)
-            if isinstance(inner, dict):
-                sd = inner
-                break
-        else:
-            if obj and all(isinstance(v, _TensorRef) for v in obj.values()):
-                sd = obj
-    if sd is None:
-        what = f"a dict with keys {sorted(map(str, obj))[:10]}" if isinstance(obj, dict) else type(obj).__name__
-        raise CheckpointError(
-            f"{source}: no state dict found (expected {{'state_dict': ...}}, {{'model': ...}} or a dict of "
-            f"tensors; the pickle holds {what})")
-    out = collections.OrderedDict()
-    bad = []
-    for k, v in sd.items():
-        if not isinstance(k, str) or not isinstance(v, _TensorRef):
-            bad.append(f"{k!r} ({type(v).__name__})")
-        else:
-            out[k] = v
-    if bad:
-        raise CheckpointError(f"{source}: the state dict holds {len(bad)} non-tensor entries: "
-                              + ", ".join(bad[:10]) + (" ..." if len(bad) > 10 else ""))
-    return out
+def _extract_state_dict(obj, source: str):
+    """(tensors, ignored entries): FunASR's unwrapping, see `funasr_nano.checkpoint_pt`."""
+    return extract_state_dict(obj, source, lambda v: isinstance(v, _TensorRef))
 
 
 # --------------------------------------------------------------------------------------------
@@ -415,7 +394,7 @@ class TorchCheckpoint:
             raise CheckpointError(f"{src}: the checkpoint pickle is nested too deeply") from e
         except Exception as e:  # UnpicklingError, EOFError, TypeError from bad REDUCE args, ...
             raise CheckpointError(f"{src}: the checkpoint pickle is malformed: {type(e).__name__}: {e}") from e
-        self.tensors = _extract_state_dict(obj, src)
+        self.tensors, self.ignored = _extract_state_dict(obj, src)
         for name, t in self.tensors.items():
             self._check_bounds(name, t)
 
@@ -788,6 +767,10 @@ def _read_safetensors_metadata(path: Path) -> dict:
 
 def _cache_metadata(out_dir: Path) -> dict | None:
     """Metadata recorded by `convert_to_safetensors` in ``out_dir``; None when absent or incomplete."""
+    if (out_dir / "alias.json").is_file():  # same tensors as another entry (checkpoint_cache)
+        from .checkpoint_cache import read_alias
+
+        return read_alias(out_dir)
     try:
         index = out_dir / INDEX_NAME
         if index.is_file():
@@ -839,7 +822,8 @@ def _replace_dir(tmp: Path, out_dir: Path):
         shutil.rmtree(old, ignore_errors=True)
 
 
-def convert_to_safetensors(model_pt_path, out_dir, max_shard_bytes: int = 2 ** 30) -> Path:
+def convert_to_safetensors(model_pt_path, out_dir, max_shard_bytes: int = 2 ** 30,
+                           extra_metadata: dict | None = None) -> Path:
     """Convert a ``model.pt`` into safetensors in ``out_dir`` (dtypes kept; bf16 stays bf16).
 
     Writes ``model.safetensors`` when everything fits in one shard, else
@@ -849,9 +833,10 @@ def convert_to_safetensors(model_pt_path, out_dir, max_shard_bytes: int = 2 ** 3
     """
     src = Path(model_pt_path)
     out_dir = Path(out_dir)
-    meta = _source_metadata(src)
+    meta = dict(_source_metadata(src), **(extra_metadata or {}))
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     with TorchCheckpoint(src) as ck:
+        meta["ignored_entries"] = json.dumps(ck.ignored, ensure_ascii=False)
         sizes = [(k, t.nbytes) for k, t in ck.tensors.items()]
         total = sum(nb for _, nb in sizes)
         shards = _shard_plan(sizes, max_shard_bytes)
@@ -962,7 +947,9 @@ def load_checkpoint_weights(ckpt_dir, cache_dir=None) -> dict[str, "mx.array"]:
               "(one-time) ...", end="", file=sys.stderr, flush=True)
         t0 = time.perf_counter()
         try:
-            convert_to_safetensors(pt, out)
+            from .checkpoint_cache import convert_or_alias
+
+            how = convert_or_alias(pt, out)  # an alias when another entry holds the same tensors
         except OSError as e:
             print(" failed", file=sys.stderr, flush=True)
             raise CheckpointError(f"cannot write the safetensors cache {out}: {e}; set $FUNASR_NANO_CACHE "
@@ -970,8 +957,11 @@ def load_checkpoint_weights(ckpt_dir, cache_dir=None) -> dict[str, "mx.array"]:
         except BaseException:
             print(" failed", file=sys.stderr, flush=True)
             raise
-        print(f" done in {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
-    return load_safetensors_dir(out)
+        how = f" (same tensors as {how[6:]}: reused, no copy)" if how.startswith("alias:") else ""
+        print(f" done in {time.perf_counter() - t0:.1f} s{how}", file=sys.stderr, flush=True)
+    from .checkpoint_cache import resolve
+
+    return load_safetensors_dir(resolve(out))
 
 
 # --------------------------------------------------------------------------------------------
@@ -1022,7 +1012,10 @@ def check_state_dict(weights: Mapping[str, Any], expected: Mapping[str, tuple],
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 HUB_PATTERNS = ["model.pt", "config.yaml", "configuration.json", "Qwen3-0.6B/*",
-                "*.safetensors", "*.safetensors.index.json"]
+                "*.safetensors", "*.safetensors.index.json",
+                # the Transformers (-hf) and mlx-community forms (funasr_nano.checkpoint_forms)
+                "config.json", "preprocessor_config.json", "generation_config.json", "tokenizer*.json",
+                "vocab.json", "merges.txt"]
 
 
 def resolve_checkpoint(path_or_repo_id, cache_dir=None, revision=None) -> Path:

@@ -128,8 +128,9 @@ def _segment_seconds(s: str) -> float:
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
     g.add_argument("--model", "-m", default=None,
-                   help="checkpoint directory (official layout: config.yaml, model.pt, Qwen3-0.6B/; "
-                        "model.safetensors in place of model.pt also works), or a Hugging Face repo id "
+                   help="checkpoint directory in any published form (official: config.yaml, model.pt, "
+                        "Qwen3-0.6B/; Transformers -hf; mlx-audio / mlx-community, also -8bit/-4bit), "
+                        "or a Hugging Face repo id "
                         f"(default: $FUNASR_NANO_MODEL or {DEFAULT_MODEL})")
     g.add_argument("--synthetic", action="store_true",
                    help="use seeded random weights of the real model's shapes (written once to "

@@ -12,7 +12,8 @@ from mlx.utils import tree_flatten, tree_map
 
 from . import frontend as fe
 from .audio import AudioError, load_audio
-from .config import ConfigError, ModelConfig, llm_dir
+from .checkpoint import CheckpointError
+from .config import ConfigError, ModelConfig
 from .model import FunASRNano
 from .prompt import Prompt, build_prompt, postprocess, stable_text
 from .generate import greedy_decode, iter_decode, left_pad
@@ -77,7 +78,7 @@ class FunASRNanoASR:
 
     def __init__(self, net: FunASRNano, tokenizer, cfg: ModelConfig, source: str = "",
                  synthetic: bool = False, dtype=mx.float32, audio_dtype=mx.float32, plan=None,
-                 checkpoint_dir=None, policy=None):
+                 checkpoint_dir=None, policy=None, checkpoint_form: str = "official", ignored_entries=()):
         from .precision import PrecisionPlan
 
         self.net = net
@@ -90,6 +91,8 @@ class FunASRNanoASR:
         self.plan = plan or PrecisionPlan.from_dtypes(dtype, audio_dtype)
         self.preset = self.plan.name
         self.checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
+        self.checkpoint_form = checkpoint_form  # funasr_nano.checkpoint_forms: which form was read
+        self.ignored_entries = list(ignored_entries)  # non-tensor checkpoint entries skipped at load
         eos = set(cfg.llm.eos_token_ids) | set(STOP_IDS)
         self.stop_ids = tuple(sorted(eos))
         self._decode_step_fn = None
@@ -304,7 +307,9 @@ def _cast(weights: dict, dtype, prefixes) -> dict:
 
 def load(path_or_repo, dtype="float32", audio_dtype="float32", cache_dir=None, preset=None,
          policy=None) -> FunASRNanoASR:
-    """Load a Fun-ASR-Nano checkpoint directory (official layout) or a Hugging Face repo id.
+    """Load a Fun-ASR-Nano checkpoint directory or Hugging Face repo id, in any published form:
+    official (`model.pt`), Transformers `-hf`, mlx-audio / mlx-community (float or quantized), or
+    one written by `precision.save_quantized` (see `funasr_nano.checkpoint_forms`).
 
     `dtype` is the decoder's compute precision, `audio_dtype` the encoder's and adaptor's.
     The first load of a `model.pt` converts it to safetensors in a cache; later loads mmap it.
@@ -320,9 +325,9 @@ def load(path_or_repo, dtype="float32", audio_dtype="float32", cache_dir=None, p
     the compute dtype of quantized presets that name none (``q4`` computes in float32 on the CPU,
     bfloat16 on GPUs).
     """
-    from .checkpoint import check_state_dict, load_checkpoint_weights, resolve_checkpoint
-    from .precision import (PrecisionPlan, apply_precision, check_modes_supported, is_precision_checkpoint,
-                            load_precision_net, parse_preset)
+    from .checkpoint import resolve_checkpoint
+    from .checkpoint_forms import PRECISION, open_checkpoint
+    from .precision import PrecisionPlan, apply_precision, check_modes_supported, load_precision_net, parse_preset
     from .synthetic import is_synthetic
     from .tokenizer import Tokenizer
 
@@ -332,33 +337,82 @@ def load(path_or_repo, dtype="float32", audio_dtype="float32", cache_dir=None, p
 
         warn_if_reference_blas()  # Linux: MLX's bundled reference BLAS is many times slower
     ckpt = Path(resolve_checkpoint(path_or_repo, cache_dir=cache_dir))
-    cfg = ModelConfig.from_dir(ckpt)
-    if is_precision_checkpoint(ckpt):
+    form = open_checkpoint(ckpt)  # official / precision / transformers (-hf) / mlx-audio
+    cfg = form.cfg
+    if form.form == PRECISION:
         net, plan = load_precision_net(ckpt, cfg, preset, quant_compute=policy.quant_compute)
         check_modes_supported(plan)
     else:
-        plan = parse_preset(preset, policy.quant_compute) if preset is not None else PrecisionPlan.from_dtypes(
-            parse_dtype(dtype), parse_dtype(audio_dtype))
-        check_modes_supported(plan)  # before any work: a mode this backend lacks is an error, not a swap
         net = FunASRNano(cfg)
-        weights = load_checkpoint_weights(ckpt, cache_dir=cache_dir)
-        check_state_dict(weights, net.expected_shapes(), optional_prefixes=net.optional_keys())
-        weights = net.sanitize(weights)
-        if preset is None:
-            weights = _cast(weights, plan.audio_dtype, ("audio_encoder.", "audio_adaptor."))
-            weights = _cast(weights, plan.llm_dtype, ("llm.",))
-        else:  # float32 (lazily) first: quantize from full precision, then cast per the plan
-            weights = _cast(weights, mx.float32, ("audio_encoder.", "audio_adaptor.", "llm."))
-        net.load_weights(list(weights.items()), strict=True)
+        weights, qmap = _form_weights(form, net, cache_dir)
+        if qmap:  # stored quantized (mlx-audio -4bit/-8bit): keep its tensors, cast the rest
+            net, plan = _load_stored_quantized(net, weights, qmap, preset, dtype, audio_dtype, ckpt)
+        else:
+            plan = parse_preset(preset, policy.quant_compute) if preset is not None else PrecisionPlan.from_dtypes(
+                parse_dtype(dtype), parse_dtype(audio_dtype))
+            check_modes_supported(plan)  # before any work: a mode this backend lacks is an error, not a swap
+            weights = net.sanitize(weights)
+            if preset is None:
+                weights = _cast(weights, plan.audio_dtype, ("audio_encoder.", "audio_adaptor."))
+                weights = _cast(weights, plan.llm_dtype, ("llm.",))
+            else:  # float32 (lazily) first: quantize from full precision, then cast per the plan
+                weights = _cast(weights, mx.float32, ("audio_encoder.", "audio_adaptor.", "llm."))
+            net.load_weights(list(weights.items()), strict=True)
+            if preset is not None:
+                apply_precision(net, plan)
         del weights  # the lazily loaded sources are then freed as soon as their module is evaluated
-        if preset is not None:
-            apply_precision(net, plan)
     net.eval()
     mx.eval(net.parameters())
     try:
-        tok = Tokenizer.from_dir(llm_dir(ckpt, cfg.raw["config.yaml"]))
+        tok = Tokenizer.from_dir(form.tokenizer_dir)
     except FileNotFoundError as e:
         raise ConfigError(str(e)) from e
     return FunASRNanoASR(net, tok, cfg, source=str(path_or_repo), synthetic=is_synthetic(ckpt),
                          dtype=plan.llm_dtype, audio_dtype=plan.audio_dtype, plan=plan, checkpoint_dir=ckpt,
-                         policy=policy)
+                         policy=policy, checkpoint_form=form.form, ignored_entries=form.ignored)
+
+
+def _form_weights(form, net: FunASRNano, cache_dir):
+    """A form's weights in this port's layout, checked against `net` (quantized: after
+    quantizing `net`'s skeleton the way the file says)."""
+    from .checkpoint_mlx_audio import FORM as MLX_AUDIO
+
+    if form.form != MLX_AUDIO:
+        return form.load_weights(net.expected_shapes(), net.optional_keys(), cache_dir), {}
+    from .checkpoint_mlx_audio import load_weights
+    from .precision import quantize_modules
+
+    qmap = form.quantization(load_weights(form.directory))  # lazy: only the key names are read
+    if qmap:
+        try:
+            quantize_modules(net, qmap)
+        except ValueError as e:
+            raise CheckpointError(f"{form.directory}: {form.label}: {e}") from e
+    return form.load_weights(net.expected_shapes(), net.optional_keys(), cache_dir), qmap
+
+
+def _load_stored_quantized(net, weights, qmap, preset, dtype, audio_dtype, ckpt):
+    """Load quantized tensors as stored; other float parameters and the quantization scales take
+    the compute dtypes (`dtype` for the decoder, `audio_dtype` for encoder and adaptor)."""
+    from .precision import ComponentPrecision, PrecisionPlan, _cast_params, component_of, parse_preset
+
+    specs = {(q["bits"], q["group_size"], q.get("mode", "affine")) for q in qmap.values()}
+    comps = {component_of(p) for p in qmap}
+    kind = {4: "q4", 8: "q8"}.get(next(iter(specs))[0]) if len(specs) == 1 else None
+    if kind is None or next(iter(specs))[2] != "affine" or not comps <= {"llm_layers", "embedding"}:
+        raise CheckpointError(f"{ckpt}: quantization {sorted(specs)} of {sorted(comps)} is not supported "
+                              "(uniform affine 4- or 8-bit of the decoder, as mlx-audio's converter writes)")
+    floats = PrecisionPlan.from_dtypes(parse_dtype(dtype), parse_dtype(audio_dtype))
+    a_kind, l_kind = floats.audio_compute, floats.llm_compute
+    q = ComponentPrecision(kind, next(iter(specs))[1])
+    plan = PrecisionPlan(ComponentPrecision(a_kind), ComponentPrecision(a_kind),
+                         q if "llm_layers" in comps else ComponentPrecision(l_kind),
+                         q if "embedding" in comps else ComponentPrecision(l_kind),
+                         audio_compute=a_kind, llm_compute=l_kind)
+    if preset is not None and parse_preset(preset) != plan:
+        raise ValueError(f"{ckpt} is stored quantized as {plan.name!r}; it cannot be loaded as "
+                         f"{parse_preset(preset).name!r} (pass dtype/audio_dtype for the compute dtypes)")
+    net.load_weights(list(net.sanitize(weights).items()), strict=True)
+    # packed quantized weights are integers (left alone); scales, biases, norms take the group's dtype
+    _cast_params(net, lambda k: plan.audio_dtype if component_of(k) in ("encoder", "adaptor") else plan.llm_dtype)
+    return net, plan
