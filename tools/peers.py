@@ -4,6 +4,7 @@
         [--rows funasr --rows project:q4 ...] [--memory-budget-gb 12] [--json F] [--md F]
     python tools/peers.py --setup            # create / reuse the peers' virtualenvs (pinned), then exit
     python tools/peers.py --list             # the rows and where each peer's interpreter comes from
+    python tools/peers.py --prepare          # write the peers' checkpoint forms (cached), then exit
 
 Every row converts the same checkpoint (default: the real-shaped synthetic model, seeded random
 weights) into its runtime's own form with that runtime's own converter where one exists
@@ -69,6 +70,19 @@ def default_checkpoint() -> Path:
     return synthetic_dir()
 
 
+def weights_text(ckpt: Path) -> str:
+    """The weights label: synthetic checkpoints say so (funasr_nano.synthetic's marker, or the
+    reference harness's seeded-weights metadata)."""
+    from compare_reference import weights_label
+
+    meta = ckpt / "reference_meta.json"
+    if meta.is_file() and not (ckpt / "SYNTHETIC_WEIGHTS.txt").is_file():
+        m = json.loads(meta.read_text(encoding="utf-8"))
+        return (f"synthetic weights (seeded random, reference harness '{m.get('preset')}' shapes, "
+                f"seed {m.get('seed')})")
+    return weights_label(ckpt)
+
+
 def checkpoint_key(ckpt: Path) -> str:
     st = (ckpt / "model.pt").stat()
     h = hashlib.sha256(f"{ckpt.resolve()}|{st.st_size}|{int(st.st_mtime)}".encode()).hexdigest()[:12]
@@ -88,8 +102,11 @@ def ensure_form(form: str, ckpt: Path, interp, forms_root: Path, log) -> Path:
     log(f"[peers] writing form {form} -> {dst}")
     t = time.perf_counter()
     env = worker_env(interp)
-    r = subprocess.run([interp.python, str(TOOLS / "peerkit" / "forms.py"), form, str(ckpt), str(tmp)],
-                       env=env, capture_output=True, text=True)
+    try:
+        r = subprocess.run([interp.python, str(TOOLS / "peerkit" / "forms.py"), form, str(ckpt), str(tmp)],
+                           env=env, capture_output=True, text=True)
+    except OSError as e:
+        raise RuntimeError(f"conversion to {form} failed: {e}") from e
     if r.returncode != 0:
         tail = (r.stderr or r.stdout).strip().splitlines()[-3:]
         shutil.rmtree(tmp, ignore_errors=True)
@@ -260,7 +277,11 @@ def run_group(gi: int, group: list[Row], ctx: dict, results: dict, order: list, 
             res["reason"] = str(e)
             continue
         t = time.perf_counter()
-        w = Worker(row, ctx["interps"][row.peer], form, ctx["device"], ctx["log_dir"], ctx["worker_opts"](row))
+        try:
+            w = Worker(row, ctx["interps"][row.peer], form, ctx["device"], ctx["log_dir"], ctx["worker_opts"](row))
+        except OSError as e:  # e.g. a --python that does not exist
+            res["reason"] = f"could not start its worker: {e}"
+            continue
         info = w.request({"op": "info"}, ctx["timeout"])
         if not info.get("ok"):
             res["reason"] = f"could not load: {info.get('error')}"
@@ -419,6 +440,8 @@ def main(argv=None) -> int:
     ap.add_argument("--timeout-s", type=float, default=1800.0, help="per request (load, one run)")
     ap.add_argument("--setup", action="store_true", help="create / reuse the peers' venvs, then exit")
     ap.add_argument("--list", action="store_true", help="print the rows and interpreters, then exit")
+    ap.add_argument("--prepare", action="store_true",
+                    help="write every selected row's checkpoint form (cached), time nothing, then exit")
     ap.add_argument("--json", default=None)
     ap.add_argument("--md", default=None)
     ap.add_argument("--log-dir", default=None, help="worker stderr logs (default: a temp dir)")
@@ -454,8 +477,19 @@ def main(argv=None) -> int:
     from funasr_nano.test_audio import speech_like
 
     ckpt = Path(args.model) if args.model else default_checkpoint()
-    from compare_reference import weights_label
 
+    if args.prepare:
+        rc = 0
+        for r in rows:
+            if interps[r.peer].missing:
+                log(f"[peers] {r.id}: {interps[r.peer].missing}")
+                continue
+            try:
+                log(f"[peers] {r.id}: {ensure_form(r.form, ckpt, interps[r.peer], root / 'peers' / 'forms', log)}")
+            except RuntimeError as e:
+                log(f"[peers] {r.id}: {e}")
+                rc = 1
+        return rc
     params = parameter_count(ckpt)
     groups = make_groups(rows, params, args.memory_budget_gb)
     log_dir = Path(args.log_dir) if args.log_dir else Path(tempfile.mkdtemp(prefix="peers-logs-"))
@@ -502,7 +536,7 @@ def main(argv=None) -> int:
         from funasr_nano.platform_info import _cpu_name
 
         header = {
-            "weights": weights_label(ckpt), "checkpoint": str(ckpt), "synthetic": "synthetic" in weights_label(ckpt),
+            "weights": weights_text(ckpt), "checkpoint": str(ckpt), "synthetic": "synthetic" in weights_text(ckpt),
             "clip": f"{args.seconds:g} s speech_like(seed {args.clip_seed}) at 16 kHz", "seconds": args.seconds,
             "tokens": args.tokens, "repeats": args.repeats, "device": args.device, "device_label": device_label,
             "host": f"{platform.platform()}, {os.cpu_count()} logical CPUs, {_cpu_name()}",
