@@ -110,7 +110,7 @@ def ensure_form(form: str, ckpt: Path, interp, forms_root: Path, log) -> Path:
     if r.returncode != 0:
         tail = (r.stderr or r.stdout).strip().splitlines()[-3:]
         shutil.rmtree(tmp, ignore_errors=True)
-        raise RuntimeError(f"conversion to {form} failed: " + " | ".join(tail))
+        raise RuntimeError(f"conversion to {form} failed: " + " / ".join(x.strip() for x in tail))
     (tmp / ".complete").write_text(f"from {ckpt}\n")
     shutil.rmtree(dst, ignore_errors=True)
     tmp.rename(dst)
@@ -174,7 +174,7 @@ class Worker:
     def stderr_tail(self, n: int = 3) -> str:
         self._log.flush()
         lines = [x for x in self.log_path.read_text(errors="replace").splitlines() if x.strip()]
-        return "stderr: " + " | ".join(lines[-n:]) if lines else "no stderr"
+        return "stderr: " + " / ".join(lines[-n:]) if lines else "no stderr"
 
     def close(self):
         if self.proc.poll() is None:
@@ -355,8 +355,20 @@ def summarize(rows: list[Row], results: dict, seconds: float, tokens: int) -> No
             if ref_by_group.get(g):
                 ratios.append(statistics.median(ref_by_group[g]) / statistics.median(mine))
         res["speedup_vs_ref"] = statistics.median(ratios) if ratios else None
+        ref_prompt = sorted({r.get("prompt_tokens") for r in ref.get("runs", [])})
+        if ref_prompt and res["prompt_tokens"] and res["prompt_tokens"] != ref_prompt:
+            note = f"prompt {res['prompt_tokens'][0]} tokens vs the reference's {ref_prompt[0]}"
+            if row.backend == "transformers":
+                note += (" (its processor places one audio token per LFR frame; funasr places only the "
+                         "first ~T/8 adaptor frames, its fake_token_len)")
+            res.setdefault("notes", [])
+            if note not in res["notes"]:
+                res["notes"].append(note)
         if any(n != tokens for n in res["tokens_decoded"]):
-            res.setdefault("notes", []).append(f"decoded {res['tokens_decoded']} tokens, not {tokens}")
+            note = f"decoded {res['tokens_decoded']} tokens, not {tokens}"
+            res.setdefault("notes", [])
+            if note not in res["notes"]:
+                res["notes"].append(note)
 
 
 def _cell(s: dict | None, fmt: str) -> str:
@@ -375,6 +387,11 @@ def _diff_cell(res: dict, tokens: int) -> str:
     if not s:
         return "—"
     return _cell(s, ".0f")
+
+
+def _md(text: str) -> str:
+    """One table cell: no pipes, no line breaks."""
+    return " ".join(str(text).replace("|", "/").split())
 
 
 def markdown(doc: dict) -> str:
@@ -396,7 +413,7 @@ def markdown(doc: dict) -> str:
     for r in doc["rows"]:
         s = r.get("stats") or {}
         if r.get("reason") and not s:
-            out.append(f"| {r['title']} | — | — | — | — | — | — | — | — | — | — | {r['reason']} |")
+            out.append(f"| {r['title']} | — | — | — | — | — | — | — | — | — | — | {_md(r['reason'])} |")
             continue
         notes = list(r.get("notes", []))
         info = r.get("info") or {}
@@ -412,7 +429,7 @@ def markdown(doc: dict) -> str:
             _cell(s.get("prefill_ms"), ".0f"), _cell(s.get("ms_per_token"), ".1f"), _cell(s.get("tokens_per_s"), ".1f"),
             _cell(s.get("peak_mb"), ".0f"), _diff_cell(r, h["tokens"]),
             ",".join(str(x) for x in r.get("prompt_tokens", [])) or "—",
-            f"{sp:.2f}" if sp else "—", "; ".join(notes)]) + " |")
+            f"{sp:.2f}" if sp else "—", _md("; ".join(notes))]) + " |")
     out.append("")
     out.append("Peak memory is each runtime's own counter (MLX peak memory; torch.cuda.max_memory_allocated; "
                "on a CPU the PyTorch process's RSS high-water mark, which includes loading). "

@@ -19,6 +19,9 @@
 #            under the bundled HEAD -> $OUT/asv_results.tgz (results/<machine>/ + report), $OUT/asv.log
 #   probe    tools/gpu/probe_decode.py: batch-1 decode step variants (fp32, bf16, q4; default env and
 #            PROBE_ENV, e.g. "MLX_MAX_OPS_PER_BUFFER=1000") -> $OUT/probe.json, $OUT/probe.log
+#   peers    tools/peers.py: this project beside funasr, transformers, mlx-audio, funasr-mlx (carry
+#            .peerwhl from tools/gpu/peer_wheels.sh; PEERS_ARGS="--prepare" writes the forms only)
+#            -> $OUT/peers.json, $OUT/peers.md, $OUT/peers.log, $OUT/peer_logs/
 #   part1 = mlx check ckpt compare sweep        part2 = mlx check ckpt asv
 #
 # Everything keeps to DEADLINE seconds (default 570) from the script's start: compare and asv run
@@ -146,6 +149,28 @@ step_probe() {
   log "probe exit ${PIPESTATUS[0]}"
 }
 
+step_peers() {
+  # tools/peers.py on the GPU: every runtime on the same checkpoint (needs mlx in $SITE and the
+  # checkpoint: calls 1 and 2 first). Each peer's wheels (.peerwhl/<peer>/, tools/gpu/peer_wheels.sh)
+  # go into their own --target dir, kept in $STASH/peers between calls of the warm machine.
+  local p n sites=()
+  if [ -d .peerwhl ]; then
+    for p in .peerwhl/*/; do
+      n=$(basename "$p"); mkdir -p "$STASH/peers/$n"
+      "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$STASH/peers/$n" "$p"*.whl &&
+        log "installed $(ls "$p" | tr '\n' ' ')into $STASH/peers/$n"
+    done
+  fi
+  for p in "$STASH"/peers/*/; do [ -d "$p" ] && sites+=(--site "$(basename "$p")=${p%/}"); done
+  local dev=cuda; [ "$TORCH_DEVICE" = cpu ] && dev=cpu
+  log "peers (timeout $(( $(left) - 10 ))s): ${sites[*]}"
+  # shellcheck disable=SC2086
+  timeout "$(( $(left) - 10 ))" "$PY" tools/peers.py --model "$CKPT" --device "$dev" --seconds 10 --tokens 40 \
+    --repeats 3 --memory-budget-gb 100 "${sites[@]}" --json "$OUT/peers.json" --md "$OUT/peers.md" \
+    --log-dir "$OUT/peer_logs" ${PEERS_ARGS:-} 2>&1 | grep --line-buffered -Ev "$NOISE" | tee "$OUT/peers.log"
+  log "peers exit ${PIPESTATUS[0]}"
+}
+
 step_asv() {
   local want=""
   [ -f "$STASH/HEAD.txt" ] && want=$(cat "$STASH/HEAD.txt")
@@ -203,14 +228,14 @@ EOF
   return $rc
 }
 
-[ $# -gt 0 ] || { sed -n 2,26p "$0"; exit 2; }
+[ $# -gt 0 ] || { sed -n 2,29p "$0"; exit 2; }
 steps=()
 for s in "$@"; do
   case "$s" in
     part1) steps+=(mlx check ckpt compare sweep) ;;
     part2) steps+=(mlx check ckpt asv) ;;
     all) steps+=(mlx check ckpt compare sweep asv) ;;
-    stage|mlx|check|ckpt|compare|sweep|asv|probe) steps+=("$s") ;;
+    stage|mlx|check|ckpt|compare|sweep|asv|probe|peers) steps+=("$s") ;;
     *) echo "unknown step $s" >&2; exit 2 ;;
   esac
 done
