@@ -200,7 +200,10 @@ def parameter_count(ckpt: Path) -> int:
     cfg = yaml.safe_load((ckpt / "config.yaml").read_text(encoding="utf-8"))
     qwen = json.loads((ckpt / "Qwen3-0.6B" / "config.json").read_text(encoding="utf-8"))
     n = 0
-    for shape in expected_shapes(cfg, qwen).values():
+    shapes = expected_shapes(cfg, qwen)
+    if qwen.get("tie_word_embeddings", False):
+        shapes.pop("llm.lm_head.weight", None)  # stored, but one tensor in every runtime's memory
+    for shape in shapes.values():
         k = 1
         for d in shape:
             k *= int(d)
@@ -265,11 +268,21 @@ def stats(values: list) -> dict | None:
 # the run
 
 
-def run_group(gi: int, group: list[Row], ctx: dict, results: dict, order: list, log) -> None:
+def run_group(gi: int, group: list[Row], ctx: dict, results: dict, order: list, log,
+              live: dict | None = None, keep: set = frozenset()) -> None:
+    """Load the group's workers, warm each new one up once, then run the rounds. `live` holds workers
+    kept from the previous group (the reference row's: it joins every group and is loaded once);
+    workers whose row is in `keep` stay alive for the next group."""
+    live = {} if live is None else live
     workers: dict[str, Worker] = {}
+    warm = set()
     for row in group:
         res = results[row.id]
         if res.get("reason"):
+            continue
+        if row.id in live:
+            workers[row.id] = live.pop(row.id)
+            warm.add(row.id)
             continue
         try:
             form = ensure_form(row.form, ctx["ckpt"], ctx["interps"][row.peer], ctx["forms_root"], log)
@@ -318,13 +331,17 @@ def run_group(gi: int, group: list[Row], ctx: dict, results: dict, order: list, 
             log(f"[peers] group {gi + 1} round {rnd + 1}: {row_id} e2e {r['e2e_s']:.3f} s, "
                 f"{(r.get('ms_per_token') or float('nan')):.1f} ms/token")
 
-    for row in group:                       # warm-up, one each, in group order
-        one(row.id, None)
+    for row in group:                       # warm-up, one each new worker, in group order
+        if row.id not in warm:
+            one(row.id, None)
     for rnd in range(ctx["repeats"]):       # A B C ... A B C ...
         for row in group:
             one(row.id, rnd)
-    for w in workers.values():
-        w.close()
+    for rid, w in workers.items():
+        if rid in keep:
+            live[rid] = w
+        else:
+            w.close()
 
 
 def summarize(rows: list[Row], results: dict, seconds: float, tokens: int) -> None:
@@ -576,13 +593,17 @@ def main(argv=None) -> int:
             Path(args.md).write_text(markdown(doc), encoding="utf-8")
         return doc
 
+    live: dict = {}
     try:
         for gi, g in enumerate(groups):
             log(f"[peers] group {gi + 1}/{len(groups)}: {[r.id for r in g]}")
-            run_group(gi, g, ctx, results, order, log)
+            nxt = {r.id for r in groups[gi + 1]} if gi + 1 < len(groups) else set()
+            run_group(gi, g, ctx, results, order, log, live, keep=nxt)
             summarize(rows, results, args.seconds, args.tokens)
             write()  # after every group: a run cut short keeps what it measured
     finally:
+        for w in live.values():
+            w.close()
         shutil.rmtree(tmp, ignore_errors=True)
     summarize(rows, results, args.seconds, args.tokens)
     doc = write()

@@ -75,23 +75,23 @@ class Row:
 def all_rows(device: str, best: str | None = None) -> list[Row]:
     best = best or BEST_PRESET.get(device, "fp32")
     rows = [
-        Row("funasr:fp32", "funasr", "funasr", "fp32", "official", 4.6, label="funasr fp32 (reference)"),
-        Row("funasr:tf32", "funasr", "funasr", "tf32", "official", 4.6, devices=("cuda",)),
-        Row("funasr:bf16", "funasr", "funasr", "bf16", "official", 4.6),
+        Row("funasr:fp32", "funasr", "funasr", "fp32", "official", 4.3, label="funasr fp32 (reference)"),
+        Row("funasr:tf32", "funasr", "funasr", "tf32", "official", 4.3, devices=("cuda",)),
+        Row("funasr:bf16", "funasr", "funasr", "bf16", "official", 2.6),
     ]
     for p in ("fp32", "bf16", "q8", "q4"):
         rows.append(Row(f"project:{p}", "project", "project", p, "official",
-                        {"fp32": 4.2, "bf16": 2.2, "q8": 1.5, "q4": 1.2}[p],
+                        {"fp32": 4.1, "bf16": 2.1, "q8": 1.3, "q4": 1.0}[p],
                         label=f"this project {p}" + (f" (best for {device})" if p == best else "")))
     if best not in ("fp32", "bf16", "q8", "q4"):
         rows.append(Row(f"project:{best}", "project", "project", best, "official", 2.5,
                         label=f"this project {best} (best for {device})"))
     rows += [
-        Row("transformers:fp32-eager", "transformers", "transformers", "fp32", "hf", 4.6, opts=(("attn", "eager"),),
+        Row("transformers:fp32-eager", "transformers", "transformers", "fp32", "hf", 4.2, opts=(("attn", "eager"),),
             label="transformers fp32 (eager attention)"),
-        Row("transformers:fp32-sdpa", "transformers", "transformers", "fp32", "hf", 4.6, opts=(("attn", "sdpa"),),
+        Row("transformers:fp32-sdpa", "transformers", "transformers", "fp32", "hf", 4.2, opts=(("attn", "sdpa"),),
             label="transformers fp32 (sdpa)"),
-        Row("transformers:bf16-sdpa", "transformers", "transformers", "bf16", "hf", 2.6, opts=(("attn", "sdpa"),),
+        Row("transformers:bf16-sdpa", "transformers", "transformers", "bf16", "hf", 2.2, opts=(("attn", "sdpa"),),
             label="transformers bf16 (sdpa)"),
         Row("mlx-audio:bf16", "mlx-audio", "mlx_audio", "bf16", "mlx_audio-bfloat16", 2.2,
             label="mlx-audio bf16 (its default float form)"),
