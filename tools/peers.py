@@ -35,6 +35,7 @@ import platform
 import queue
 import shlex
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -168,7 +169,9 @@ class Worker:
             return {"ok": False, "error": f"no reply within {timeout:.0f} s (worker stopped)"}
         if line is None:
             self.proc.wait(timeout=30)
-            return {"ok": False, "error": f"worker exited (rc {self.proc.returncode}); {self.stderr_tail()}"}
+            rc = self.proc.returncode
+            why = " = SIGKILL, most likely the kernel's out-of-memory killer: lower --memory-budget-gb" if rc == -9 else ""
+            return {"ok": False, "error": f"worker exited (rc {rc}{why}); {self.stderr_tail()}"}
         return json.loads(line)
 
     def stderr_tail(self, n: int = 3) -> str:
@@ -209,6 +212,17 @@ def parameter_count(ckpt: Path) -> int:
             k *= int(d)
         n += k
     return n
+
+
+def mem_available_gb() -> float | None:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) / 1e6
+    except OSError:
+        pass
+    return None
 
 
 def estimate_gb(row: Row, params: int) -> float:
@@ -337,6 +351,8 @@ def run_group(gi: int, group: list[Row], ctx: dict, results: dict, order: list, 
     for rnd in range(ctx["repeats"]):       # A B C ... A B C ...
         for row in group:
             one(row.id, rnd)
+        if ctx.get("progress"):
+            ctx["progress"]()                # tables after every round: a run cut short keeps them
     for rid, w in workers.items():
         if rid in keep:
             live[rid] = w
@@ -420,9 +436,13 @@ def markdown(doc: dict) -> str:
     out.append(f"- device: {h['device']}; host: {h['host']}")
     for k, v in h["runtimes"].items():
         out.append(f"- {k}: {v}")
-    out.append(f"- memory budget {h['memory_budget_gb']} GB per group (estimate: parameters x bytes/param + "
+    out.append(f"- memory budget {h['memory_budget_gb']} GB per group{h.get('memory_budget_note', '')} (estimate: parameters x bytes/param + "
                f"runtime); groups: " + "; ".join(f"{i + 1}: {', '.join(g)}" for i, g in enumerate(h["groups"])))
     out.append(f"- command: `{h['command']}`")
+    if not h.get("complete", True):
+        out.append(f"- **incomplete run**: {h.get('groups_done')} of {len(h['groups'])} groups finished "
+                   f"when these tables were written ({h.get('elapsed_s', 0):.0f} s in); rows of unfinished "
+                   "groups have fewer timed runs than asked, or none")
     out.append("")
     out.append("| row | e2e s | RTFx | enc+adaptor ms | prefill ms | ms/token | tok/s | peak MB | first diff | "
                "prompt tok | × ref (same group) | notes |")
@@ -434,8 +454,8 @@ def markdown(doc: dict) -> str:
             continue
         notes = list(r.get("notes", []))
         info = r.get("info") or {}
-        if info.get("eos"):
-            notes.append("EOS " + info["eos"])
+        if info.get("eos_short") or info.get("eos"):
+            notes.append(info.get("eos_short") or "EOS " + info["eos"])
         if info.get("prompt"):
             notes.append("prompt: " + info["prompt"])
         if r.get("reason"):
@@ -447,6 +467,14 @@ def markdown(doc: dict) -> str:
             _cell(s.get("peak_mb"), ".0f"), _diff_cell(r, h["tokens"]),
             ",".join(str(x) for x in r.get("prompt_tokens", [])) or "—",
             f"{sp:.2f}" if sp else "—", _md("; ".join(notes))]) + " |")
+    out.append("")
+    eos = {}
+    for r in doc["rows"]:
+        i = r.get("info") or {}
+        if i.get("eos_short"):
+            eos.setdefault(i["eos_short"], i.get("eos"))
+    for k, v in eos.items():
+        out.append(f"- {k}: {v}")
     out.append("")
     out.append("Peak memory is each runtime's own counter (MLX peak memory; torch.cuda.max_memory_allocated; "
                "on a CPU the PyTorch process's RSS high-water mark, which includes loading). "
@@ -525,6 +553,15 @@ def main(argv=None) -> int:
                 rc = 1
         return rc
     params = parameter_count(ckpt)
+    budget_note = ""
+    avail = mem_available_gb()
+    if args.device == "cpu" and avail is not None and args.memory_budget_gb > avail - 1.5:
+        # rows share the machine's memory with whatever else runs: a group over MemAvailable gets a
+        # worker (ours or someone else's) killed by the kernel
+        budget_note = (f" (asked {args.memory_budget_gb:g} GB; capped to MemAvailable {avail:.1f} GB - 1.5 GB "
+                       "at start)")
+        args.memory_budget_gb = round(max(avail - 1.5, 1.0), 1)
+        log(f"[peers] memory budget capped to {args.memory_budget_gb} GB{budget_note}")
     groups = make_groups(rows, params, args.memory_budget_gb)
     log_dir = Path(args.log_dir) if args.log_dir else Path(tempfile.mkdtemp(prefix="peers-logs-"))
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -574,12 +611,13 @@ def main(argv=None) -> int:
             "clip": f"{args.seconds:g} s speech_like(seed {args.clip_seed}) at 16 kHz", "seconds": args.seconds,
             "tokens": args.tokens, "repeats": args.repeats, "device": args.device, "device_label": device_label,
             "host": f"{platform.platform()}, {os.cpu_count()} logical CPUs, {_cpu_name()}",
-            "runtimes": runtimes, "memory_budget_gb": args.memory_budget_gb,
+            "runtimes": runtimes, "memory_budget_gb": args.memory_budget_gb, "memory_budget_note": budget_note,
             "groups": [[r.id for r in g] for g in groups], "parameters": params,
             "mlx_peers_blas": args.mlx_peers_blas,
             "command": "python tools/peers.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None
                                                                                   else sys.argv[1:])),
-            "elapsed_s": time.perf_counter() - t0,
+            "elapsed_s": time.perf_counter() - t0, "groups_done": state["groups_done"],
+            "complete": state["groups_done"] == len(groups),
         }
         out_rows = [results[r.id] | {"title": r.title} for r in rows]
         out_rows += [{"id": rid, "title": title, "reason": reason} for rid, title, reason in UNRUNNABLE]
@@ -593,12 +631,21 @@ def main(argv=None) -> int:
             Path(args.md).write_text(markdown(doc), encoding="utf-8")
         return doc
 
+    def progress():
+        summarize(rows, results, args.seconds, args.tokens)
+        write()
+
+    ctx["progress"] = progress
+    state = {"groups_done": 0}
     live: dict = {}
+    # a SIGTERM (e.g. `timeout`) unwinds through the finally below, which stops the workers
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         for gi, g in enumerate(groups):
             log(f"[peers] group {gi + 1}/{len(groups)}: {[r.id for r in g]}")
             nxt = {r.id for r in groups[gi + 1]} if gi + 1 < len(groups) else set()
             run_group(gi, g, ctx, results, order, log, live, keep=nxt)
+            state["groups_done"] = gi + 1
             summarize(rows, results, args.seconds, args.tokens)
             write()  # after every group: a run cut short keeps what it measured
     finally:

@@ -42,7 +42,7 @@ class Runner:
                 "version": dist_version("funasr"), "torch": torch.__version__, "transformers": dist_version("transformers"),
                 "backend": "cuda" if cuda else "cpu", "device": torch.cuda.get_device_name(0) if cuda else "cpu",
                 "threads": torch.get_num_threads(), "fbank": self.fbank, "precision": self.precision,
-                "eos": "masked until N tokens (generate min_new_tokens=N)",
+                "eos_short": "EOS masked (min_new_tokens)", "eos": "masked until N tokens (generate min_new_tokens=N)",
                 "peak_kind": "torch.cuda.max_memory_allocated" if cuda else "process RSS high-water"}
 
     def run(self, wav, tokens: int) -> dict:

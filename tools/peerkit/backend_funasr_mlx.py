@@ -54,7 +54,7 @@ class Runner:
                 "backend": "cpu" if dev.type == mx.cpu else "gpu", "device": str(dev),
                 "blas": "this project's OpenBLAS" if self.blas == "project" else "MLX's own (as shipped)",
                 "precision": self.precision, "weight_bytes": self.weight_bytes,
-                "eos": "ignored (its stop set emptied)", "prompt": "its own (not the official prompt)",
+                "eos_short": "EOS ignored (stop set emptied)", "eos": "ignored (its stop set emptied)", "prompt": "its own (not the official prompt)",
                 "peak_kind": "MLX peak memory"}
 
     def run(self, wav, tokens: int) -> dict:

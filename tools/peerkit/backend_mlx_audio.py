@@ -53,7 +53,7 @@ class Runner:
                 "mlx": mx.__version__, "backend": "cpu" if dev.type == mx.cpu else "gpu", "device": str(dev),
                 "blas": "this project's OpenBLAS" if self.blas == "project" else "MLX's own (as shipped)",
                 "precision": self.precision, "weight_bytes": self.weight_bytes,
-                "eos": "not stopped: its generate_step driven for N tokens (generate() itself stops at EOS)",
+                "eos_short": "EOS not stopped (its generate_step, N steps)", "eos": "not stopped: its generate_step driven for N tokens (generate() itself stops at EOS)",
                 "peak_kind": "MLX peak memory"}
 
     def run(self, wav, tokens: int) -> dict:

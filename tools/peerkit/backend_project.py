@@ -27,7 +27,8 @@ class Runner:
                 "version": dist_version("funasr-nano-mlx"), "mlx": mx.__version__,
                 "backend": b.get("backend"), "device": b.get("device_name") or b.get("device"),
                 "blas": b.get("blas"), "precision": self.preset, "weight_bytes": self.weight_bytes,
-                "eos": "ignored (transcribe(ignore_eos=True))", "peak_kind": "MLX peak memory"}
+                "eos_short": "EOS ignored (argmax kept)", "eos": "ignored: transcribe(ignore_eos=True) keeps the argmax and decodes on (the PyTorch rows mask "
+                       "EOS instead, so a step whose argmax is EOS differs by construction)", "peak_kind": "MLX peak memory"}
 
     def run(self, wav, tokens: int) -> dict:
         mx = self.mx

@@ -41,7 +41,7 @@ class Runner:
                 "torchaudio": dist_version("torchaudio"), "backend": "cuda" if cuda else "cpu",
                 "device": torch.cuda.get_device_name(0) if cuda else "cpu", "threads": torch.get_num_threads(),
                 "precision": f"{self.precision} ({self.attn} attention)", "attn": self.model.config._attn_implementation,
-                "eos": "masked until N tokens (generate min_new_tokens=N)",
+                "eos_short": "EOS masked (min_new_tokens)", "eos": "masked until N tokens (generate min_new_tokens=N)",
                 "peak_kind": "torch.cuda.max_memory_allocated" if cuda else "process RSS high-water"}
 
     def run(self, wav, tokens: int) -> dict:

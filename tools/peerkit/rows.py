@@ -75,9 +75,9 @@ class Row:
 def all_rows(device: str, best: str | None = None) -> list[Row]:
     best = best or BEST_PRESET.get(device, "fp32")
     rows = [
-        Row("funasr:fp32", "funasr", "funasr", "fp32", "official", 4.3, label="funasr fp32 (reference)"),
+        Row("funasr:fp32", "funasr", "funasr", "fp32", "official", 4.6, label="funasr fp32 (reference)"),
         Row("funasr:tf32", "funasr", "funasr", "tf32", "official", 4.3, devices=("cuda",)),
-        Row("funasr:bf16", "funasr", "funasr", "bf16", "official", 2.6),
+        Row("funasr:bf16", "funasr", "funasr", "bf16", "official", 4.6),  # fp32 load, then a bf16 copy
     ]
     for p in ("fp32", "bf16", "q8", "q4"):
         rows.append(Row(f"project:{p}", "project", "project", p, "official",
