@@ -17,10 +17,11 @@ from peerkit.common import dist_version, rss_high_water_bytes
 
 class Runner:
     def __init__(self, form, precision, device, blas):
+        self.blas_status = None
         if blas == "project":
-            import funasr_nano.blas as fb
+            import funasr_nano.blas as fb  # before mlx.core: this project's OpenBLAS for MLX's CPU backend
 
-            fb.setup()
+            self.blas_status = fb.setup()
         import mlx.core as mx
         from funasr_mlx.llm_asr import LlmAsrTranscriber
 
@@ -52,7 +53,8 @@ class Runner:
         return {"impl": "funasr-mlx LlmAsrTranscriber", "runtime": f"MLX {mx.__version__}",
                 "version": dist_version("funasr-mlx"), "mlx": mx.__version__,
                 "backend": "cpu" if dev.type == mx.cpu else "gpu", "device": str(dev),
-                "blas": "this project's OpenBLAS" if self.blas == "project" else "MLX's own (as shipped)",
+                "blas": (f"this project's OpenBLAS ({self.blas_status.get('mode')}: {self.blas_status.get('library')})"
+                         if self.blas == "project" else "MLX's own (as shipped)"),
                 "precision": self.precision, "weight_bytes": self.weight_bytes,
                 "eos_short": "EOS ignored (stop set emptied)", "eos": "ignored (its stop set emptied)", "prompt": "its own (not the official prompt)",
                 "peak_kind": "MLX peak memory"}

@@ -16,10 +16,11 @@ from peerkit.common import dist_version, rss_high_water_bytes
 
 class Runner:
     def __init__(self, form, precision, device, blas):
+        self.blas_status = None
         if blas == "project":
             import funasr_nano.blas as fb  # before mlx.core: this project's OpenBLAS for MLX's CPU backend
 
-            fb.setup()
+            self.blas_status = fb.setup()
         import mlx.core as mx
         from mlx_audio.stt import load
 
@@ -51,7 +52,8 @@ class Runner:
         dev = mx.default_device()
         return {"impl": "mlx-audio fun_asr_nano", "runtime": f"MLX {mx.__version__}", "version": dist_version("mlx-audio"),
                 "mlx": mx.__version__, "backend": "cpu" if dev.type == mx.cpu else "gpu", "device": str(dev),
-                "blas": "this project's OpenBLAS" if self.blas == "project" else "MLX's own (as shipped)",
+                "blas": (f"this project's OpenBLAS ({self.blas_status.get('mode')}: {self.blas_status.get('library')})"
+                         if self.blas == "project" else "MLX's own (as shipped)"),
                 "precision": self.precision, "weight_bytes": self.weight_bytes,
                 "eos_short": "EOS not stopped (its generate_step, N steps)", "eos": "not stopped: its generate_step driven for N tokens (generate() itself stops at EOS)",
                 "peak_kind": "MLX peak memory"}

@@ -73,6 +73,8 @@ class Row:
 
 
 def all_rows(device: str, best: str | None = None) -> list[Row]:
+    """Every row for a device, in run order: the reference, this project, the MLX peers (the
+    issue's target is measured against them), then Transformers."""
     best = best or BEST_PRESET.get(device, "fp32")
     rows = [
         Row("funasr:fp32", "funasr", "funasr", "fp32", "official", 4.6, label="funasr fp32 (reference)"),
@@ -87,12 +89,6 @@ def all_rows(device: str, best: str | None = None) -> list[Row]:
         rows.append(Row(f"project:{best}", "project", "project", best, "official", 2.5,
                         label=f"this project {best} (best for {device})"))
     rows += [
-        Row("transformers:fp32-eager", "transformers", "transformers", "fp32", "hf", 4.2, opts=(("attn", "eager"),),
-            label="transformers fp32 (eager attention)"),
-        Row("transformers:fp32-sdpa", "transformers", "transformers", "fp32", "hf", 4.2, opts=(("attn", "sdpa"),),
-            label="transformers fp32 (sdpa)"),
-        Row("transformers:bf16-sdpa", "transformers", "transformers", "bf16", "hf", 2.2, opts=(("attn", "sdpa"),),
-            label="transformers bf16 (sdpa)"),
         Row("mlx-audio:bf16", "mlx-audio", "mlx_audio", "bf16", "mlx_audio-bfloat16", 2.2,
             label="mlx-audio bf16 (its default float form)"),
         Row("mlx-audio:fp32", "mlx-audio", "mlx_audio", "fp32", "mlx_audio-float32", 4.2),
@@ -100,6 +96,12 @@ def all_rows(device: str, best: str | None = None) -> list[Row]:
         Row("mlx-audio:q4", "mlx-audio", "mlx_audio", "q4", "mlx_audio-q4", 1.1, label="mlx-audio 4-bit"),
         Row("funasr-mlx:fp16", "funasr-mlx", "funasr_mlx", "fp16", "funasr_mlx-fp16", 2.2),
         Row("funasr-mlx:w4a16", "funasr-mlx", "funasr_mlx", "w4a16", "funasr_mlx-w4a16", 1.1),
+        Row("transformers:fp32-eager", "transformers", "transformers", "fp32", "hf", 4.2, opts=(("attn", "eager"),),
+            label="transformers fp32 (eager attention)"),
+        Row("transformers:fp32-sdpa", "transformers", "transformers", "fp32", "hf", 4.2, opts=(("attn", "sdpa"),),
+            label="transformers fp32 (sdpa)"),
+        Row("transformers:bf16-sdpa", "transformers", "transformers", "bf16", "hf", 2.2, opts=(("attn", "sdpa"),),
+            label="transformers bf16 (sdpa)"),
     ]
     return [r for r in rows if device in r.devices]
 
@@ -107,11 +109,13 @@ def all_rows(device: str, best: str | None = None) -> list[Row]:
 # Rows that cannot be produced at all: (id, title, reason). Kept in every table.
 UNRUNNABLE = [
     ("crispasr", "crispasr 0.8.45 (ggml)",
-     "not run: crispasr loads only its own GGUF (metadata funasr.*, tensors funasr.enc.blk.N.*, "
-     "funasr.adaptor.*, Qwen3 tokenizer arrays), written by models/convert-funasr-to-gguf.py of the "
-     "CrispASR repository; that converter is neither in the wheel nor in the stored snapshot of the "
-     "repository, and no GGUF writer of ours exists yet (the layout would have to be read from "
-     "src/funasr.cpp and checked tensor by tensor)"),
+     "not run: crispasr loads only its own GGUF, written by models/convert-funasr-to-gguf.py of the CrispASR "
+     "repository, which is neither in the wheel nor in the stored snapshot of the repository. A writer of "
+     "ours (PyPI gguf) is possible: src/funasr.cpp names what it reads (funasr.* hyperparameters, "
+     "funasr.enc.blk.N.{norm1,norm2,attn.qkv,attn.out,attn.fsmn,ffn.l1,ffn.l2}.{w,b} for all 70 blocks, "
+     "funasr.adaptor.*, llama.cpp's Qwen3 names token_embd/blk.N.attn_q/.../output, tokenizer.ggml.tokens "
+     "and merges), but not written in this round: the FSMN kernel orientation and the q/k layout its RoPE "
+     "expects would have to be checked tensor by tensor, and its decoder stops at EOS or max_tokens only"),
 ]
 
 
