@@ -74,8 +74,6 @@ def test_rows_measured_and_reason_rows(run):
     # the peer that cannot run: its exact reason, no numbers
     bad = rows["mlx-audio:bf16"]
     assert MISSING_PY in bad["reason"] and not bad.get("runs")
-    # the row that is never runnable here is listed with its reason
-    assert "GGUF" in rows["crispasr"]["reason"]
 
 
 def test_interleaved_order(run):
@@ -126,9 +124,12 @@ def test_first_diff_rule():
 
 def test_groups_keep_reference_and_budget():
     peers = _peers()
-    from peerkit.rows import all_rows
+    from peerkit.rows import rows_for
 
-    rows = all_rows("cpu")
+    rows, not_here = rows_for("cpu")
+    assert [x[0] for x in not_here] == ["funasr:tf32"] and "CUDA" in not_here[0][2]
+    gpu_rows, gpu_not = rows_for("cuda")
+    assert {x[0] for x in gpu_not} == {"crispasr:f32", "crispasr:f16"}
     params = 800_000_000
     budget = 10.0
     groups = peers.make_groups(rows, params, budget)

@@ -50,7 +50,7 @@ for _p in (str(TOOLS), str(REPO)):
     if _p not in sys.path:
         sys.path.insert(0, _p)
 
-from peerkit.rows import (BEST_PRESET, ENVS, UNRUNNABLE, Row, all_rows, resolve_interp,  # noqa: E402
+from peerkit.rows import (BEST_PRESET, ENVS, UNRUNNABLE, Row, resolve_interp, rows_for,  # noqa: E402
                           select_rows, setup_env)
 
 REFERENCE = "funasr:fp32"
@@ -345,14 +345,19 @@ def run_group(gi: int, group: list[Row], ctx: dict, results: dict, order: list, 
             log(f"[peers] group {gi + 1} round {rnd + 1}: {row_id} e2e {r['e2e_s']:.3f} s, "
                 f"{(r.get('ms_per_token') or float('nan')):.1f} ms/token")
 
-    for row in group:                       # warm-up, one each new worker, in group order
-        if row.id not in warm:
-            one(row.id, None)
-    for rnd in range(ctx["repeats"]):       # A B C ... A B C ...
-        for row in group:
-            one(row.id, rnd)
-        if ctx.get("progress"):
-            ctx["progress"]()                # tables after every round: a run cut short keeps them
+    try:
+        for row in group:                       # warm-up, one each new worker, in group order
+            if row.id not in warm:
+                one(row.id, None)
+        for rnd in range(ctx["repeats"]):       # A B C ... A B C ...
+            for row in group:
+                one(row.id, rnd)
+            if ctx.get("progress"):
+                ctx["progress"]()                # tables after every round: a run cut short keeps them
+    except BaseException:                       # interrupted (SIGTERM, Ctrl-C): stop every worker
+        for w in workers.values():
+            w.proc.kill()
+        raise
     for rid, w in workers.items():
         if rid in keep:
             live[rid] = w
@@ -374,13 +379,25 @@ def summarize(rows: list[Row], results: dict, seconds: float, tokens: int) -> No
         cols = {m: [] for m in METRICS}
         for r in runs:
             d = derived(r, seconds)
-            d["first_diff"] = first_diff(r["token_ids"], ref_ids) if ref_ids is not None else None
+            ids = r.get("token_ids")
+            d["first_diff"] = first_diff(ids, ref_ids) if ids is not None and ref_ids is not None else None
             r["derived"] = d
             for m in METRICS:
                 cols[m].append(d.get(m))
         res["stats"] = {m: stats(v) for m, v in cols.items()}
-        res["all_agree"] = ref_ids is not None and all(r["derived"]["first_diff"] is None for r in runs)
-        res["tokens_decoded"] = sorted({len(r["token_ids"]) for r in runs})
+        no_ids = any(r.get("token_ids") is None for r in runs)
+        res["all_agree"] = (ref_ids is not None and not no_ids
+                            and all(r["derived"]["first_diff"] is None for r in runs))
+        res["ids_missing"] = no_ids
+        res["tokens_decoded"] = sorted({len(r["token_ids"]) if r.get("token_ids") is not None
+                                        else r.get("n_tokens") for r in runs})
+        if no_ids and ref.get("runs"):
+            same = all(r.get("text") == ref["runs"][0].get("text") for r in runs)
+            note = ("token ids not exposed by its API; its text " + ("equals" if same else "differs from")
+                    + " the reference's")
+            res.setdefault("notes", [])
+            if note not in res["notes"]:
+                res["notes"].append(note)
         res["prompt_tokens"] = sorted({r.get("prompt_tokens") for r in runs if r.get("prompt_tokens") is not None})
         ratios = []
         for g in sorted({r["group"] for r in runs}):
@@ -414,6 +431,8 @@ def _cell(s: dict | None, fmt: str) -> str:
 
 
 def _diff_cell(res: dict, tokens: int) -> str:
+    if res.get("ids_missing"):
+        return "n/a"
     s = res.get("stats", {}).get("first_diff")
     if res.get("all_agree"):
         return f"= ({tokens}/{tokens})"
@@ -523,14 +542,17 @@ def main(argv=None) -> int:
                 log(f"[peers] {env.name}: setup FAILED ({e})")
         return 0
 
-    rows = select_rows(all_rows(args.device, args.best_preset), args.rows)
+    device_rows, not_here = rows_for(args.device, args.best_preset)
+    rows = select_rows(device_rows, args.rows)
+    unrunnable = list(UNRUNNABLE) + [x for x in not_here
+                                     if not args.rows or any(s in (x[0], x[0].split(":")[0]) for s in args.rows)]
     interps = {name: resolve_interp(env, root, pythons, sites) for name, env in ENVS.items()}
     if args.list:
         for r in rows:
             i = interps[r.peer]
             print(f"{r.id:28s} {r.title:45s} form={r.form:20s} "
                   + (f"UNAVAILABLE: {i.missing}" if i.missing else f"{i.python} ({i.how})"))
-        for rid, title, reason in UNRUNNABLE:
+        for rid, title, reason in unrunnable:
             print(f"{rid:28s} {title:45s} {reason}")
         return 0
 
@@ -620,7 +642,7 @@ def main(argv=None) -> int:
             "complete": state["groups_done"] == len(groups),
         }
         out_rows = [results[r.id] | {"title": r.title} for r in rows]
-        out_rows += [{"id": rid, "title": title, "reason": reason} for rid, title, reason in UNRUNNABLE]
+        out_rows += [{"id": rid, "title": title, "reason": reason} for rid, title, reason in unrunnable]
         return {"header": header, "rows": out_rows, "order": order}
 
     def write():
@@ -650,7 +672,8 @@ def main(argv=None) -> int:
             write()  # after every group: a run cut short keeps what it measured
     finally:
         for w in live.values():
-            w.close()
+            if w.proc.poll() is None:
+                w.proc.kill()
         shutil.rmtree(tmp, ignore_errors=True)
     summarize(rows, results, args.seconds, args.tokens)
     doc = write()

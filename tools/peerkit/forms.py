@@ -21,6 +21,8 @@ FORM is one of:
   ``funasr-mlx convert`` calls, with the two settings its CLI lacks; see write_funasr_mlx).
 * ``funasr_mlx-w4a16``: the same converter with its W4A16 quantization section (4 bits, group 64, RTN,
   the decoder's linear layers: ``llm.model``), which its CLI does not expose.
+* ``crispasr-<f32|f16>``: a GGUF for crispasr's Fun-ASR backend, written by our writer (the PyPI
+  ``gguf`` library) because CrispASR's converter is not published with its wheel; see write_crispasr.
 
 mlx-audio's converter writes a hard-coded real-shape runtime config; for the small test shapes the
 encoder/adaptor/frontend sections are replaced by the checkpoint's own config.yaml values (a no-op for
@@ -264,6 +266,115 @@ def write_funasr_mlx(src: Path, dst: Path, variant: str) -> None:
             shutil.copy2(f, dst / f.name)
 
 
+# ---------------------------------------------------------------------------------------------
+# crispasr (ggml): a GGUF writer of ours. CrispASR's own converter is not published with its wheel;
+# the names and hyperparameters below are the ones its src/funasr.cpp reads. Unverified against a
+# GGUF of theirs: tensors are written in PyTorch's row-major shapes (ggml sees them reversed, as
+# llama.cpp's converters write them), q/k unpermuted (Qwen3 uses NeoX RoPE), FSMN kernels as stored.
+
+_CRISP_BLOCK = (("norm1.weight", "norm1.w"), ("norm1.bias", "norm1.b"), ("norm2.weight", "norm2.w"),
+                ("norm2.bias", "norm2.b"), ("self_attn.linear_q_k_v.weight", "attn.qkv.w"),
+                ("self_attn.linear_q_k_v.bias", "attn.qkv.b"), ("self_attn.linear_out.weight", "attn.out.w"),
+                ("self_attn.linear_out.bias", "attn.out.b"), ("self_attn.fsmn_block.weight", "attn.fsmn.w"),
+                ("feed_forward.w_1.weight", "ffn.l1.w"), ("feed_forward.w_1.bias", "ffn.l1.b"),
+                ("feed_forward.w_2.weight", "ffn.l2.w"), ("feed_forward.w_2.bias", "ffn.l2.b"))
+_CRISP_ADAPTOR = (("norm1.weight", "norm1.w"), ("norm1.bias", "norm1.b"), ("norm2.weight", "norm2.w"),
+                  ("norm2.bias", "norm2.b"), ("self_attn.linear_q.weight", "attn.q.w"),
+                  ("self_attn.linear_q.bias", "attn.q.b"), ("self_attn.linear_k.weight", "attn.k.w"),
+                  ("self_attn.linear_k.bias", "attn.k.b"), ("self_attn.linear_v.weight", "attn.v.w"),
+                  ("self_attn.linear_v.bias", "attn.v.b"), ("self_attn.linear_out.weight", "attn.out.w"),
+                  ("self_attn.linear_out.bias", "attn.out.b"), ("feed_forward.w_1.weight", "ffn.l1.w"),
+                  ("feed_forward.w_1.bias", "ffn.l1.b"), ("feed_forward.w_2.weight", "ffn.l2.w"),
+                  ("feed_forward.w_2.bias", "ffn.l2.b"))
+_CRISP_LLM = (("input_layernorm.weight", "attn_norm.weight"), ("self_attn.q_proj.weight", "attn_q.weight"),
+              ("self_attn.k_proj.weight", "attn_k.weight"), ("self_attn.v_proj.weight", "attn_v.weight"),
+              ("self_attn.o_proj.weight", "attn_output.weight"), ("self_attn.q_norm.weight", "attn_q_norm.weight"),
+              ("self_attn.k_norm.weight", "attn_k_norm.weight"), ("post_attention_layernorm.weight", "ffn_norm.weight"),
+              ("mlp.gate_proj.weight", "ffn_gate.weight"), ("mlp.up_proj.weight", "ffn_up.weight"),
+              ("mlp.down_proj.weight", "ffn_down.weight"))
+
+
+def crispasr_tensors(sd: dict, cfg: dict, qwen: dict) -> dict:
+    enc = cfg["audio_encoder_conf"]
+    nb, tp = int(enc["num_blocks"]), int(enc["tp_blocks"])
+    srcs = ["audio_encoder.encoders0.0."] + [f"audio_encoder.encoders.{i}." for i in range(nb - 1)]
+    srcs += [f"audio_encoder.tp_encoders.{i}." for i in range(tp)]
+    out = {}
+    for i, pre in enumerate(srcs):
+        for a, b in _CRISP_BLOCK:
+            out[f"funasr.enc.blk.{i}.{b}"] = sd[pre + a]
+    for a, b in (("after_norm.weight", "after_norm.w"), ("after_norm.bias", "after_norm.b"),
+                 ("tp_norm.weight", "tp_norm.w"), ("tp_norm.bias", "tp_norm.b")):
+        out[f"funasr.enc.{b}"] = sd["audio_encoder." + a]
+    for a in ("linear1", "linear2"):
+        out[f"funasr.adaptor.{a}.w"] = sd[f"audio_adaptor.{a}.weight"]
+        out[f"funasr.adaptor.{a}.b"] = sd[f"audio_adaptor.{a}.bias"]
+    for i in range(int(cfg["audio_adaptor_conf"]["n_layer"])):
+        for a, b in _CRISP_ADAPTOR:
+            out[f"funasr.adaptor.blk.{i}.{b}"] = sd[f"audio_adaptor.blocks.{i}.{a}"]
+    out["token_embd.weight"] = sd["llm.model.embed_tokens.weight"]
+    out["output.weight"] = sd.get("llm.lm_head.weight", sd["llm.model.embed_tokens.weight"])
+    out["output_norm.weight"] = sd["llm.model.norm.weight"]
+    for i in range(int(qwen["num_hidden_layers"])):
+        for a, b in _CRISP_LLM:
+            out[f"blk.{i}.{b}"] = sd[f"llm.model.layers.{i}.{a}"]
+    return out
+
+
+def write_crispasr(src: Path, dst: Path, variant: str) -> None:
+    import gguf
+    import numpy as np
+    import torch
+
+    if variant not in ("f32", "f16"):
+        raise ValueError(f"crispasr form {variant!r}: choose f32 or f16")
+    cfg, qwen = _cfg(src)
+    enc, ad, fe = cfg["audio_encoder_conf"], cfg["audio_adaptor_conf"], cfg["frontend_conf"]
+    dst.mkdir(parents=True, exist_ok=True)
+    w = gguf.GGUFWriter(str(dst / f"funasr-nano-{variant}.gguf"), "funasr")
+    u32 = {"funasr.sample_rate": int(fe["fs"]), "funasr.n_mels": int(fe["n_mels"]),
+           "funasr.frame_length_ms": int(fe["frame_length"]), "funasr.frame_shift_ms": int(fe["frame_shift"]),
+           "funasr.lfr_m": int(fe["lfr_m"]), "funasr.lfr_n": int(fe["lfr_n"]),
+           "funasr.d_model": int(enc["output_size"]), "funasr.n_heads": int(enc["attention_heads"]),
+           "funasr.ffn_dim": int(enc["linear_units"]), "funasr.n_blocks_base": int(enc["num_blocks"]),
+           "funasr.n_blocks_tp": int(enc["tp_blocks"]), "funasr.sanm_kernel": int(enc["kernel_size"]),
+           "funasr.ada_d_in": int(enc["output_size"]), "funasr.ada_ffn": int(ad["ffn_dim"]),
+           "funasr.ada_d_out": int(ad["llm_dim"]), "funasr.ada_n_layers": int(ad["n_layer"]),
+           "funasr.ada_ffn_inner": int(ad["llm_dim"]) // 4,
+           "funasr.llm.n_layers": int(qwen["num_hidden_layers"]), "funasr.llm.d_model": int(qwen["hidden_size"]),
+           "funasr.llm.n_heads": int(qwen["num_attention_heads"]),
+           "funasr.llm.n_kv_heads": int(qwen["num_key_value_heads"]), "funasr.llm.head_dim": int(qwen["head_dim"]),
+           "funasr.llm.ff_dim": int(qwen["intermediate_size"]), "funasr.llm.vocab_size": int(qwen["vocab_size"]),
+           "funasr.llm.max_pos": int(qwen["max_position_embeddings"]), "funasr.eos_token_id": 151645,
+           "funasr.pad_token_id": 151643}
+    for k, v in u32.items():
+        w.add_uint32(k, v)
+    w.add_float32("funasr.llm.rope_theta", float(qwen["rope_theta"]))
+    w.add_float32("funasr.llm.rms_norm_eps", float(qwen["rms_norm_eps"]))
+    w.add_bool("funasr.use_low_frame_rate", bool(ad.get("use_low_frame_rate", True)))
+    tj = json.loads((src / "Qwen3-0.6B" / "tokenizer.json").read_text(encoding="utf-8"))
+    vocab = dict(tj["model"]["vocab"])
+    for t in tj.get("added_tokens", []):
+        vocab[t["content"]] = t["id"]
+    tokens = [""] * (max(vocab.values()) + 1)
+    for t, i in vocab.items():
+        tokens[i] = t
+    tokens = [t or f"[PAD{i}]" for i, t in enumerate(tokens)]
+    merges = [m if isinstance(m, str) else " ".join(m) for m in tj["model"]["merges"]]
+    w.add_tokenizer_model("gpt2")
+    w.add_token_list(tokens)
+    w.add_token_merges(merges)
+    dt = np.float32 if variant == "f32" else np.float16
+    for name, t in crispasr_tensors(_state_dict(src), cfg, qwen).items():
+        a = t.to(torch.float32).numpy()
+        # only matrices take the form's dtype: norms, biases and the FSMN kernels stay float32
+        w.add_tensor(name, a.astype(dt) if a.ndim == 2 else a)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
 def write_form(form: str, src: Path, dst: Path) -> None:
     if form == "hf":
         write_hf(src, dst)
@@ -271,6 +382,8 @@ def write_form(form: str, src: Path, dst: Path) -> None:
         write_mlx_audio(src, dst, form.split("-", 1)[1])
     elif form.startswith("funasr_mlx-"):
         write_funasr_mlx(src, dst, form.split("-", 1)[1])
+    elif form.startswith("crispasr-"):
+        write_crispasr(src, dst, form.split("-", 1)[1])
     else:
         raise ValueError(f"unknown form {form!r}")
 

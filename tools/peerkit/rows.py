@@ -52,6 +52,8 @@ ENVS = {
                             notes="torchaudio 2.11.1 python code only (its C++ extension is built for torch 2.11)"),
     "mlx-audio": PeerEnv("mlx-audio", "mlx-audio", pins=("mlx-audio==0.6.2",), import_name="mlx_audio"),
     "funasr-mlx": PeerEnv("funasr-mlx", "funasr-mlx", pins=("funasr-mlx==0.2.3",), import_name="funasr_mlx"),
+    # gguf: the ggml project's GGUF writer library, used by our writer (forms.py crispasr-*)
+    "crispasr": PeerEnv("crispasr", "crispasr", pins=("crispasr==0.8.45", "gguf==0.19.0"), import_name="crispasr"),
 }
 
 
@@ -78,7 +80,8 @@ def all_rows(device: str, best: str | None = None) -> list[Row]:
     best = best or BEST_PRESET.get(device, "fp32")
     rows = [
         Row("funasr:fp32", "funasr", "funasr", "fp32", "official", 4.6, label="funasr fp32 (reference)"),
-        Row("funasr:tf32", "funasr", "funasr", "tf32", "official", 4.3, devices=("cuda",)),
+        Row("funasr:tf32", "funasr", "funasr", "tf32", "official", 4.3, devices=("cuda",),
+            label="funasr tf32 (CUDA matmul mode)"),
         Row("funasr:bf16", "funasr", "funasr", "bf16", "official", 4.6),  # fp32 load, then a bf16 copy
     ]
     for p in ("fp32", "bf16", "q8", "q4"):
@@ -96,6 +99,10 @@ def all_rows(device: str, best: str | None = None) -> list[Row]:
         Row("mlx-audio:q4", "mlx-audio", "mlx_audio", "q4", "mlx_audio-q4", 1.1, label="mlx-audio 4-bit"),
         Row("funasr-mlx:fp16", "funasr-mlx", "funasr_mlx", "fp16", "funasr_mlx-fp16", 2.2),
         Row("funasr-mlx:w4a16", "funasr-mlx", "funasr_mlx", "w4a16", "funasr_mlx-w4a16", 1.1),
+        Row("crispasr:f32", "crispasr", "crispasr", "f32", "crispasr-f32", 4.1, devices=("cpu",),
+            label="crispasr f32 (GGUF written by our writer)"),
+        Row("crispasr:f16", "crispasr", "crispasr", "f16", "crispasr-f16", 2.1, devices=("cpu",),
+            label="crispasr f16 (GGUF written by our writer)"),
         Row("transformers:fp32-eager", "transformers", "transformers", "fp32", "hf", 4.2, opts=(("attn", "eager"),),
             label="transformers fp32 (eager attention)"),
         Row("transformers:fp32-sdpa", "transformers", "transformers", "fp32", "hf", 4.2, opts=(("attn", "sdpa"),),
@@ -103,20 +110,27 @@ def all_rows(device: str, best: str | None = None) -> list[Row]:
         Row("transformers:bf16-sdpa", "transformers", "transformers", "bf16", "hf", 2.2, opts=(("attn", "sdpa"),),
             label="transformers bf16 (sdpa)"),
     ]
-    return [r for r in rows if device in r.devices]
+    return rows
+
+
+NOT_ON = {  # why a row does not exist on a device: it becomes a reason row there, never a silent drop
+    "funasr:tf32": "tf32 is a CUDA matmul mode (torch.backends.cuda.matmul.allow_tf32)",
+    "crispasr:f32": "the PyPI crispasr wheel ships only ggml's CPU backend (libggml-cpu), no CUDA",
+    "crispasr:f16": "the PyPI crispasr wheel ships only ggml's CPU backend (libggml-cpu), no CUDA",
+}
+
+
+def rows_for(device: str, best: str | None = None) -> tuple[list[Row], list[tuple[str, str, str]]]:
+    """(rows that run on `device`, [(id, title, reason)] for the ones that cannot)."""
+    rows = all_rows(device, best)
+    keep = [r for r in rows if device in r.devices]
+    skipped = [(r.id, r.title, f"not on {device}: {NOT_ON.get(r.id, 'not available')}") for r in rows
+               if device not in r.devices]
+    return keep, skipped
 
 
 # Rows that cannot be produced at all: (id, title, reason). Kept in every table.
-UNRUNNABLE = [
-    ("crispasr", "crispasr 0.8.45 (ggml)",
-     "not run: crispasr loads only its own GGUF, written by models/convert-funasr-to-gguf.py of the CrispASR "
-     "repository, which is neither in the wheel nor in the stored snapshot of the repository. A writer of "
-     "ours (PyPI gguf) is possible: src/funasr.cpp names what it reads (funasr.* hyperparameters, "
-     "funasr.enc.blk.N.{norm1,norm2,attn.qkv,attn.out,attn.fsmn,ffn.l1,ffn.l2}.{w,b} for all 70 blocks, "
-     "funasr.adaptor.*, llama.cpp's Qwen3 names token_embd/blk.N.attn_q/.../output, tokenizer.ggml.tokens "
-     "and merges), but not written in this round: the FSMN kernel orientation and the q/k layout its RoPE "
-     "expects would have to be checked tensor by tensor, and its decoder stops at EOS or max_tokens only"),
-]
+UNRUNNABLE: list = []  # (id, title, reason) of rows that cannot be produced at all; listed in every table
 
 
 def select_rows(rows: list[Row], selectors: list[str] | None) -> list[Row]:

@@ -16,6 +16,7 @@ failure is answered to the first request, so the parent can write the exact reas
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import importlib
 import json
 import os
@@ -65,6 +66,9 @@ def main(argv=None) -> int:
     ap.add_argument("--opt", action="append", default=[], help="backend option key=value")
     args = ap.parse_args(argv)
     out = _protocol_stream()
+    # a crash in native code leaves its Python stack in the worker's log (on a descriptor of its
+    # own: backends may point fd 2 elsewhere while they run)
+    faulthandler.enable(file=os.fdopen(os.dup(2), "w"))
     opts = dict(o.split("=", 1) for o in args.opt)
 
     runner, load_error = None, None
