@@ -543,7 +543,7 @@ def main(argv=None) -> int:
         return 0
 
     device_rows, not_here = rows_for(args.device, args.best_preset)
-    rows = select_rows(device_rows, args.rows)
+    rows = select_rows(device_rows, args.rows, also_known={x[0] for x in not_here} | {x[0].split(":")[0] for x in not_here})
     unrunnable = list(UNRUNNABLE) + [x for x in not_here
                                      if not args.rows or any(s in (x[0], x[0].split(":")[0]) for s in args.rows)]
     interps = {name: resolve_interp(env, root, pythons, sites) for name, env in ENVS.items()}

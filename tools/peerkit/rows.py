@@ -133,7 +133,7 @@ def rows_for(device: str, best: str | None = None) -> tuple[list[Row], list[tupl
 UNRUNNABLE: list = []  # (id, title, reason) of rows that cannot be produced at all; listed in every table
 
 
-def select_rows(rows: list[Row], selectors: list[str] | None) -> list[Row]:
+def select_rows(rows: list[Row], selectors: list[str] | None, also_known=()) -> list[Row]:
     """`funasr`, `project:q4`, `mlx-audio:*`: by peer or by id; the reference row always stays."""
     if not selectors:
         return rows
@@ -143,8 +143,8 @@ def select_rows(rows: list[Row], selectors: list[str] | None) -> list[Row]:
             if s == r.id or s == r.peer or (s.endswith(":*") and r.peer == s[:-2]):
                 keep.append(r)
                 break
-    unknown = [s for s in selectors if not any(s in (r.id, r.peer) or (s.endswith(":*") and r.peer == s[:-2])
-                                               for r in rows)]
+    unknown = [s for s in selectors if s not in also_known
+               and not any(s in (r.id, r.peer) or (s.endswith(":*") and r.peer == s[:-2]) for r in rows)]
     if unknown:
         raise SystemExit(f"unknown row selector(s) {unknown}; rows: {[r.id for r in rows]}")
     ref = next((r for r in rows if r.id == "funasr:fp32"), None)
