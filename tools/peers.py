@@ -231,9 +231,13 @@ def estimate_gb(row: Row, params: int) -> float:
     return params * row.bytes_per_param / 1e9 + base
 
 
-def make_groups(rows: list[Row], params: int, budget_gb: float) -> list[list[Row]]:
-    """Greedy in row order; the reference row joins every group (each row gets a same-round ratio)."""
+def make_groups(rows: list[Row], params: int, budget_gb: float, ref_every_group: bool = True) -> list[list[Row]]:
+    """Greedy in row order; the reference row joins every group (each row gets a same-round ratio),
+    or only the first one with ref_every_group=False (later groups then have no ratio)."""
     ref = next((r for r in rows if r.id == REFERENCE), None)
+    if ref is not None and not ref_every_group:
+        groups = make_groups([r for r in rows if r is not ref], params, budget_gb - estimate_gb(ref, params))
+        return [[ref] + groups[0]] + groups[1:]
     rest = [r for r in rows if r is not ref]
     ref_gb = estimate_gb(ref, params) if ref else 0.0
     groups, cur, used = [], [], ref_gb
@@ -514,6 +518,9 @@ def main(argv=None) -> int:
     ap.add_argument("--rows", action="append", default=None, help="peer, peer:*, or row id (repeatable)")
     ap.add_argument("--best-preset", default=None, help=f"this project's best preset (default {BEST_PRESET})")
     ap.add_argument("--memory-budget-gb", type=float, default=12.0)
+    ap.add_argument("--no-reference-every-group", dest="reference_every_group", action="store_false",
+                    help="the reference row only in the first group (saves its runs when memory forces "
+                         "many groups; later groups get no same-round ratio)")
     ap.add_argument("--mlx-peers-blas", default="as-shipped", choices=("as-shipped", "project"),
                     help="CPU only: give the MLX peers this project's OpenBLAS too (default: as users get them)")
     ap.add_argument("--python", action="append", default=[], help="PEER=PATH: the peer's interpreter")
@@ -584,7 +591,7 @@ def main(argv=None) -> int:
                        "at start)")
         args.memory_budget_gb = round(max(avail - 1.5, 1.0), 1)
         log(f"[peers] memory budget capped to {args.memory_budget_gb} GB{budget_note}")
-    groups = make_groups(rows, params, args.memory_budget_gb)
+    groups = make_groups(rows, params, args.memory_budget_gb, args.reference_every_group)
     log_dir = Path(args.log_dir) if args.log_dir else Path(tempfile.mkdtemp(prefix="peers-logs-"))
     log_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="peers-clip-"))

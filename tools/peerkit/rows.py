@@ -134,22 +134,22 @@ UNRUNNABLE: list = []  # (id, title, reason) of rows that cannot be produced at 
 
 
 def select_rows(rows: list[Row], selectors: list[str] | None, also_known=()) -> list[Row]:
-    """`funasr`, `project:q4`, `mlx-audio:*`: by peer or by id; the reference row always stays."""
+    """`funasr`, `project:q4`, `mlx-audio:*`: by peer or by id, run in the order given; the reference
+    row always stays, first."""
     if not selectors:
         return rows
-    keep = []
-    for r in rows:
-        for s in selectors:
-            if s == r.id or s == r.peer or (s.endswith(":*") and r.peer == s[:-2]):
+    keep = []  # in the order of the selectors: the run order follows the command line
+    for s in selectors:
+        for r in rows:
+            if (s == r.id or s == r.peer or (s.endswith(":*") and r.peer == s[:-2])) and r not in keep:
                 keep.append(r)
-                break
     unknown = [s for s in selectors if s not in also_known
                and not any(s in (r.id, r.peer) or (s.endswith(":*") and r.peer == s[:-2]) for r in rows)]
     if unknown:
         raise SystemExit(f"unknown row selector(s) {unknown}; rows: {[r.id for r in rows]}")
     ref = next((r for r in rows if r.id == "funasr:fp32"), None)
-    if ref is not None and ref not in keep:
-        keep.insert(0, ref)
+    if ref is not None:
+        keep = [ref] + [r for r in keep if r is not ref]
     return keep
 
 
