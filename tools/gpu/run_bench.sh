@@ -25,6 +25,9 @@
 #            dequantize threshold, compiled step), interleaved, batch 1/8/32, 10 s (POLICY_ARGS)
 #            -> $OUT/policy_sweep.json, $OUT/policy_sweep.md, $OUT/policy_sweep.log
 #   ab       funasr-nano bench policy-ab: each policy choice both ways -> $OUT/policy_ab.{json,md}
+#   peers    tools/peers.py: this project beside funasr, transformers, mlx-audio, funasr-mlx (carry
+#            .peerwhl from tools/gpu/peer_wheels.sh; PEERS_ARGS="--prepare" writes the forms only)
+#            -> $OUT/peers.json, $OUT/peers.md, $OUT/peers.log, $OUT/peer_logs/
 #   part1 = mlx check ckpt compare sweep        part2 = mlx check ckpt asv
 #   part3 = mlx check ckpt memory policy         part4 = mlx check ckpt compare ab
 #
@@ -179,6 +182,28 @@ step_probe() {
   log "probe exit ${PIPESTATUS[0]}"
 }
 
+step_peers() {
+  # tools/peers.py on the GPU: every runtime on the same checkpoint (needs mlx in $SITE and the
+  # checkpoint: calls 1 and 2 first). Each peer's wheels (.peerwhl/<peer>/, tools/gpu/peer_wheels.sh)
+  # go into their own --target dir, kept in $STASH/peers between calls of the warm machine.
+  local p n sites=()
+  if [ -d .peerwhl ]; then
+    for p in .peerwhl/*/; do
+      n=$(basename "$p"); mkdir -p "$STASH/peers/$n"
+      "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$STASH/peers/$n" "$p"*.whl &&
+        log "installed $(ls "$p" | tr '\n' ' ')into $STASH/peers/$n"
+    done
+  fi
+  for p in "$STASH"/peers/*/; do [ -d "$p" ] && sites+=(--site "$(basename "$p")=${p%/}"); done
+  local dev=cuda; [ "$TORCH_DEVICE" = cpu ] && dev=cpu
+  log "peers (timeout $(( $(left) - 10 ))s): ${sites[*]}"
+  # shellcheck disable=SC2086
+  timeout "$(( $(left) - 10 ))" "$PY" tools/peers.py --model "$CKPT" --device "$dev" --seconds 10 --tokens 40 \
+    --repeats 3 --memory-budget-gb 100 "${sites[@]}" --json "$OUT/peers.json" --md "$OUT/peers.md" \
+    --log-dir "$OUT/peer_logs" ${PEERS_ARGS:-} 2>&1 | grep --line-buffered -Ev "$NOISE" | tee "$OUT/peers.log"
+  log "peers exit ${PIPESTATUS[0]}"
+}
+
 step_asv() {
   local want=""
   [ -f "$STASH/HEAD.txt" ] && want=$(cat "$STASH/HEAD.txt")
@@ -236,7 +261,7 @@ EOF
   return $rc
 }
 
-[ $# -gt 0 ] || { sed -n 2,34p "$0"; exit 2; }
+[ $# -gt 0 ] || { sed -n 2,37p "$0"; exit 2; }
 steps=()
 for s in "$@"; do
   case "$s" in
@@ -245,7 +270,7 @@ for s in "$@"; do
     part3) steps+=(mlx check ckpt memory policy) ;;
     part4) steps+=(mlx check ckpt compare ab) ;;
     all) steps+=(mlx check ckpt compare sweep asv) ;;
-    stage|mlx|check|ckpt|compare|sweep|asv|probe|memory|policy|ab) steps+=("$s") ;;
+    stage|mlx|check|ckpt|compare|sweep|asv|probe|memory|policy|ab|peers) steps+=("$s") ;;
     *) echo "unknown step $s" >&2; exit 2 ;;
   esac
 done
