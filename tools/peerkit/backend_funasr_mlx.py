@@ -12,25 +12,18 @@ from __future__ import annotations
 
 import time
 
-from peerkit.common import dist_version, rss_high_water_bytes
+from peerkit.common import dist_version, mlx_for_peer, rss_high_water_bytes
 
 
 class Runner:
     def __init__(self, form, precision, device, blas):
-        self.blas_status = None
-        if blas == "project":
-            import funasr_nano.blas as fb  # before mlx.core: this project's OpenBLAS for MLX's CPU backend
-
-            self.blas_status = fb.setup()
-        import mlx.core as mx
+        self.mx, self.blas_status = mlx_for_peer(device, blas)
         from funasr_mlx.llm_asr import LlmAsrTranscriber
 
-        self.mx = mx
-        mx.set_default_device(mx.cpu if device == "cpu" else mx.gpu)
         self.t = LlmAsrTranscriber(form, family="fun-asr-nano")
         self.t._eos = ()
         self.precision, self.blas = precision, blas
-        self.weight_bytes = int(mx.get_active_memory())
+        self.weight_bytes = int(self.mx.get_active_memory())
         self.marks: dict = {}
         orig_greedy = self.t._greedy
 

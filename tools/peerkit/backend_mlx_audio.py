@@ -11,24 +11,17 @@ from __future__ import annotations
 
 import time
 
-from peerkit.common import dist_version, rss_high_water_bytes
+from peerkit.common import dist_version, mlx_for_peer, rss_high_water_bytes
 
 
 class Runner:
     def __init__(self, form, precision, device, blas):
-        self.blas_status = None
-        if blas == "project":
-            import funasr_nano.blas as fb  # before mlx.core: this project's OpenBLAS for MLX's CPU backend
-
-            self.blas_status = fb.setup()
-        import mlx.core as mx
+        self.mx, self.blas_status = mlx_for_peer(device, blas)
         from mlx_audio.stt import load
 
-        self.mx = mx
-        mx.set_default_device(mx.cpu if device == "cpu" else mx.gpu)
         self.model = load(str(form))
         self.precision, self.blas = precision, blas
-        self.weight_bytes = int(mx.get_active_memory())
+        self.weight_bytes = int(self.mx.get_active_memory())
         self.stage = {"encoder": 0.0}
         for name in ("audio_encoder", "audio_adaptor"):
             self._wrap(name)

@@ -75,3 +75,17 @@ def dist_version(name: str) -> str:
         return md.version(name)
     except md.PackageNotFoundError:
         return "absent"
+
+
+def mlx_for_peer(device: str, blas: str):
+    """(mlx.core, BLAS status) for an MLX peer's worker: with ``blas == "project"`` this project's
+    OpenBLAS is given to MLX's CPU backend first (it must load before mlx.core), then the device."""
+    status = None
+    if blas == "project":
+        import funasr_nano.blas as fb
+
+        status = fb.setup()
+    import mlx.core as mx
+
+    mx.set_default_device(mx.cpu if device == "cpu" else mx.gpu)
+    return mx, status
