@@ -286,6 +286,22 @@ def stats(values: list) -> dict | None:
 # the run
 
 
+def _finish_load(gi: int, row, w, form, t, ctx: dict, results: dict, workers: dict, log) -> None:
+    """Wait for a started worker's model (its info reply); keep it or record why it cannot run."""
+    res = results[row.id]
+    info = w.request({"op": "info"}, ctx["timeout"])
+    if not info.get("ok"):
+        res["reason"] = f"could not load: {info.get('error')}"
+        res["traceback"] = info.get("traceback")
+        w.close()
+        log(f"[peers] {row.id}: {res['reason']}")
+        return
+    res.setdefault("info", info["info"])
+    res.setdefault("form_dir", str(form))
+    workers[row.id] = w
+    log(f"[peers] group {gi + 1}: loaded {row.id} ({time.perf_counter() - t:.1f} s)")
+
+
 def run_group(gi: int, group: list[Row], ctx: dict, results: dict, order: list, log,
               live: dict | None = None, keep: set = frozenset()) -> None:
     """Load the group's workers, warm each new one up once, then run the rounds. `live` holds workers
@@ -294,6 +310,7 @@ def run_group(gi: int, group: list[Row], ctx: dict, results: dict, order: list, 
     live = {} if live is None else live
     workers: dict[str, Worker] = {}
     warm = set()
+    starting: list = []
     for row in group:
         res = results[row.id]
         if res.get("reason"):
@@ -313,17 +330,13 @@ def run_group(gi: int, group: list[Row], ctx: dict, results: dict, order: list, 
         except OSError as e:  # e.g. a --python that does not exist
             res["reason"] = f"could not start its worker: {e}"
             continue
-        info = w.request({"op": "info"}, ctx["timeout"])
-        if not info.get("ok"):
-            res["reason"] = f"could not load: {info.get('error')}"
-            res["traceback"] = info.get("traceback")
-            w.close()
-            log(f"[peers] {row.id}: {res['reason']}")
-            continue
-        res.setdefault("info", info["info"])
-        res.setdefault("form_dir", str(form))
-        workers[row.id] = w
-        log(f"[peers] group {gi + 1}: loaded {row.id} ({time.perf_counter() - t:.1f} s)")
+        starting.append((row, w, form, t))
+        if not ctx.get("parallel_load"):
+            _finish_load(gi, *starting.pop(), ctx, results, workers, log)
+    # With parallel loading every worker above was started before any is waited for: they load
+    # their models at once (a GPU host's cores and the one-time kernel compilation overlap).
+    for item in starting:
+        _finish_load(gi, *item, ctx, results, workers, log)
 
     def one(row_id: str, rnd: int | None):
         w = workers.get(row_id)
@@ -526,6 +539,10 @@ def main(argv=None) -> int:
     ap.add_argument("--python", action="append", default=[], help="PEER=PATH: the peer's interpreter")
     ap.add_argument("--site", action="append", default=[], help="PEER=DIR: pip --target dir of the peer's wheels")
     ap.add_argument("--timeout-s", type=float, default=1800.0, help="per request (load, one run)")
+    ap.add_argument("--parallel-load", choices=("auto", "on", "off"), default="auto",
+                    help="start a group's workers together so their models load at once (auto: on for cuda, "
+                         "where loading 16 workers one by one took over 5 minutes; off on the CPU, whose 2 "
+                         "cores and memory the loads would fight over)")
     ap.add_argument("--setup", action="store_true", help="create / reuse the peers' venvs, then exit")
     ap.add_argument("--list", action="store_true", help="print the rows and interpreters, then exit")
     ap.add_argument("--prepare", action="store_true",
@@ -614,7 +631,8 @@ def main(argv=None) -> int:
 
     ctx = {"ckpt": ckpt, "interps": interps, "forms_root": root / "peers" / "forms", "device": args.device,
            "log_dir": log_dir, "timeout": args.timeout_s, "clip": clip, "tokens": args.tokens,
-           "repeats": args.repeats, "worker_opts": worker_opts}
+           "repeats": args.repeats, "worker_opts": worker_opts,
+           "parallel_load": args.parallel_load == "on" or (args.parallel_load == "auto" and args.device == "cuda")}
     order: list = []
     t0 = time.perf_counter()
 
