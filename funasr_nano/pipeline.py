@@ -109,7 +109,7 @@ class FunASRNanoASR:
     def policy(self, value):
         from .precision import configure_quantized
 
-        self._policy = resolve_policy(value) if not isinstance(value, BackendPolicy) else value
+        self._policy = resolve_policy(value)  # a BackendPolicy passes through unchanged
         configure_quantized(self.net, self._policy)
         self._decode_step_fn = None
 
@@ -153,6 +153,15 @@ class FunASRNanoASR:
         pre = self.net.llm.embed(mx.array(prompt.prefix)[None])
         suf = self.net.llm.embed(mx.array(prompt.suffix)[None])
         return mx.concatenate([pre, audio_emb[None].astype(pre.dtype), suf], axis=1)
+
+    def batch_features(self, wavs):
+        """Padded LFR features [B, T, 560] and frame counts of 16 kHz waveforms, with the policy's
+        frontend: float64 numpy, or float32 MLX on the device (evaluated, so timings are honest)."""
+        if self.policy.frontend == "mlx":
+            feats, lengths = fe.batch_features_mx(wavs, self.cfg.frontend)
+            mx.eval(feats)
+            return feats, lengths
+        return fe.batch_features(wavs, self.cfg.frontend)
 
     def decode_step_fn(self):
         """The compiled one-token step used by greedy decoding (built once per model and policy)."""
@@ -200,11 +209,7 @@ class FunASRNanoASR:
         """Audio -> per-row (wav, prompt, embeddings [S_i, D]), batched through encoder/adaptor."""
         t0 = time.perf_counter()
         wavs = [self.load_audio(a, sample_rate) for a in audios]
-        if self.policy.frontend == "mlx":
-            feats, lengths = fe.batch_features_mx(wavs, self.cfg.frontend)
-            mx.eval(feats)
-        else:
-            feats, lengths = fe.batch_features(wavs, self.cfg.frontend)
+        feats, lengths = self.batch_features(wavs)
         for i, n in enumerate(lengths):
             if n == 0:
                 where = audios[i] if isinstance(audios[i], (str, Path)) else f"clip {i}"

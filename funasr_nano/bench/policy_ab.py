@@ -68,16 +68,8 @@ def _decode_ms(asr, embeds, tokens) -> float:
 
 
 def _frontend_ms(asr, wavs) -> float:
-    import mlx.core as mx
-
-    from .. import frontend as fe
-
     t0 = time.perf_counter()
-    if asr.policy.frontend == "mlx":
-        feats, _ = fe.batch_features_mx(wavs, asr.cfg.frontend)
-        mx.eval(feats)
-    else:
-        fe.batch_features(wavs, asr.cfg.frontend)
+    asr.batch_features(wavs)
     return 1000.0 * (time.perf_counter() - t0)
 
 
@@ -103,22 +95,18 @@ def _encoder_peak_mb(asr, wavs, times=None) -> float:
 
 
 def _embeds(asr, wavs) -> list:
-    import mlx.core as mx
+    from ..fidelity import prompt_embeddings
 
-    rows = []
-    for w in wavs:
-        aud = asr.adapt(asr.encode(asr.features(w)))
-        rows.append(asr.embed_prompt(asr.prompt(aud.shape[1]), aud)[0])
-    mx.eval(rows)
-    return rows
+    return [prompt_embeddings(asr, w)[0] for w in wavs]
 
 
-def _ab(run, pol_a, pol_b, asr_a, asr_b, repeats) -> tuple[list, list]:
-    """Warm each side once, then alternate A B A B ...; returns both sides' samples."""
+def _ab(run, pol_a, pol_b, asr_a, asr_b, repeats, warm=None) -> tuple[list, list]:
+    """Warm each side once (with `warm`, default `run`), then alternate A B A B ...; returns both
+    sides' samples."""
     a, b = [], []
     for asr, pol in ((asr_a, pol_a), (asr_b, pol_b)):
         asr.policy = pol
-        run(asr)
+        (warm or run)(asr)
     for _ in range(repeats):
         asr_a.policy = pol_a
         a.append(run(asr_a))
@@ -165,17 +153,10 @@ def measure(model: str, repeats: int = 3, seconds: float = 5.0, tokens: int = 16
         if choice in ("quant_compute", "dequant_min_rows"):
             wavs = one if choice == "quant_compute" else many
             asr_a, asr_b = loaded("q4", base), loaded("q4", alt)
-            emb = _embeds(asr_a, wavs)
-            emb_b = emb if asr_b is asr_a else _embeds(asr_b, wavs)
-            a, b = [], []
-            for asr, pol, e in ((asr_a, base, emb), (asr_b, alt, emb_b)):  # warm-up
-                asr.policy = pol
-                _decode_ms(asr, e, 4)
-            for _ in range(repeats):
-                asr_a.policy = base
-                a.append(_decode_ms(asr_a, emb, tokens))
-                asr_b.policy = alt
-                b.append(_decode_ms(asr_b, emb_b, tokens))
+            emb = {id(asr_a): _embeds(asr_a, wavs)}
+            emb.setdefault(id(asr_b), _embeds(asr_b, wavs) if asr_b is not asr_a else emb[id(asr_a)])
+            a, b = _ab(lambda m: _decode_ms(m, emb[id(m)], tokens), base, alt, asr_a, asr_b, repeats,
+                       warm=lambda m: _decode_ms(m, emb[id(m)], 4))
             workload = f"q4, {len(wavs)} x {seconds:g} s, {tokens} tokens"
             metric = "ms per decode step"
         elif choice in ("compiled_decode_rows", "step_ops"):

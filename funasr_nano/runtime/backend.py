@@ -150,11 +150,6 @@ class BackendPolicy:
             out += f" [overridden: {', '.join(self.overridden)}]"
         return out
 
-    def rows(self) -> list[tuple[str, str, str]]:
-        """(field, value, this backend's default) for printing."""
-        base = default_policy(self.backend)
-        return [(k, _fmt(getattr(self, k)), _fmt(getattr(base, k))) for k in FIELDS]
-
 
 FIELDS = tuple(f.name for f in dataclasses.fields(BackendPolicy) if f.name not in ("backend", "overridden"))
 

@@ -27,7 +27,6 @@ if str(REPO) not in sys.path:
 def stage_peaks(asr, wavs, tokens: int) -> dict:
     import mlx.core as mx
 
-    from funasr_nano import frontend as fe
     from funasr_nano.generate import greedy_decode, left_pad
 
     out = {}
@@ -38,21 +37,16 @@ def stage_peaks(asr, wavs, tokens: int) -> dict:
         mx.reset_peak_memory()
         t0 = time.perf_counter()
         r = fn()
+        if isinstance(r, mx.array):
+            mx.eval(r)
         mx.synchronize()
         out[name] = {"peak_above_start_mb": max(0, int(mx.get_peak_memory()) - before) / 1e6,
                      "active_after_mb": int(mx.get_active_memory()) / 1e6, "s": time.perf_counter() - t0}
         return r
 
-    def features():
-        if asr.policy.frontend == "mlx":
-            f, n = fe.batch_features_mx(wavs, asr.cfg.frontend)
-            mx.eval(f)
-            return f, n
-        return fe.batch_features(wavs, asr.cfg.frontend)
-
-    feats, lengths = stage("frontend", features)
-    enc = stage("encoder", lambda: mx.eval(e := asr.encode(feats, lengths)) or e)
-    full = stage("adaptor", lambda: mx.eval(a := asr.adapt(enc, lengths, truncate=False)) or a)
+    feats, lengths = stage("frontend", lambda: asr.batch_features(wavs))
+    enc = stage("encoder", lambda: asr.encode(feats, lengths))
+    full = stage("adaptor", lambda: asr.adapt(enc, lengths, truncate=False))
     del enc
 
     def prompt():
@@ -65,12 +59,12 @@ def stage_peaks(asr, wavs, tokens: int) -> dict:
     del full
     embeds, valid, offsets = left_pad(rows)
     if valid is not None:  # padded rows: the masked path of the decode loop, prefill and decode together
-        res = stage("prefill+decode", lambda: greedy_decode(asr, embeds, valid, offsets, tokens, asr.stop_ids,
+        stage("prefill+decode", lambda: greedy_decode(asr, embeds, valid, offsets, tokens, asr.stop_ids,
                                                              ignore_eos=True))
         out["prefill+decode"]["prompt_tokens"] = int(embeds.shape[1])
         return out
     cache = asr.new_cache()
-    logits = stage("prefill", lambda: mx.eval(lg := asr.prefill(embeds, cache)) or lg)
+    logits = stage("prefill", lambda: asr.prefill(embeds, cache))
     out["prefill"]["prompt_tokens"] = int(embeds.shape[1])
 
     def decode():
