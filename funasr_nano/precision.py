@@ -385,8 +385,10 @@ def _canonical(plan: PrecisionPlan) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def _rows(x: mx.array) -> int:
-    return x.size // max(x.shape[-1], 1) if x.ndim else 1
+def _takes_dense_path(m, x: mx.array) -> bool:
+    """Whether quantized layer `m` multiplies `x` by its dequantized matrix (policy threshold)."""
+    rows = x.size // max(x.shape[-1], 1) if x.ndim else 1
+    return m.dense_min_rows is not None and rows >= m.dense_min_rows
 
 
 # Dequantize at most this many weights at a time on the dense path (64 MB in float32): the tied
@@ -429,7 +431,7 @@ class QuantizedLinear(nn.QuantizedLinear):
     dense_chunked: bool = False
 
     def __call__(self, x):
-        if self.dense_min_rows is None or _rows(x) < self.dense_min_rows:
+        if not _takes_dense_path(self, x):
             return super().__call__(x)
         y = _dequantized_matmul(x, self)
         if "bias" in self:
@@ -445,7 +447,7 @@ class QuantizedEmbedding(nn.QuantizedEmbedding):
     dense_chunked: bool = False
 
     def as_linear(self, x):
-        if self.dense_min_rows is None or _rows(x) < self.dense_min_rows:
+        if not _takes_dense_path(self, x):
             return super().as_linear(x)
         return _dequantized_matmul(x, self)
 
@@ -501,11 +503,11 @@ def check_modes_supported(plan) -> None:
             why = mode_support(spec.kind, plan.compute_of(c))
             if why:
                 raise UnsupportedModeError(
-                    f"preset {plan.name!r}: {spec.kind} ({spec.mode} mode, {component_of_label(c)}) cannot run on "
+                    f"preset {plan.name!r}: {spec.kind} ({spec.mode} mode, {_component_label(c)}) cannot run on "
                     f"this MLX backend ({mx.__version__}): {why}")
 
 
-def component_of_label(c: str) -> str:
+def _component_label(c: str) -> str:
     return {"llm_layers": "decoder layers", "embedding": "embedding"}.get(c, c)
 
 
