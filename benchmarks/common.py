@@ -5,12 +5,13 @@ Rules that keep numbers comparable across commits, machines and presets (see REA
 * **Pinned decode length.** Every decode runs with ``ignore_eos=True`` for exactly
   ``decode_tokens(seconds) = TOKENS_PER_SECOND * seconds`` new tokens (4 per second of audio,
   about the rate of fast read speech: 40 tokens for a 10 s clip), whatever the weights say.
-* **Deterministic audio.** Clip ``i`` of a batch is ``funasr_nano.test_audio.speech_like(seconds,
+* **Deterministic audio.** Clip ``i`` of a batch is ``funasr_nano.synthetic.signals.speech_like(seconds,
   seed=SEED + i)``: all clips of one length have the same number of samples, so a batch needs no
   padding and its prompt rows are equally long.
 * **Model.** ``$FUNASR_NANO_MODEL`` (a checkpoint directory or repo id) when set; otherwise the
   synthetic checkpoint with the released model's shapes and seeded random weights, written once to
-  ``<cache>/synthetic-real-seed0`` (``$FUNASR_NANO_CACHE``, default ``~/.cache/funasr_nano``).
+  ``<cache>/synthetic-real-seed0`` (`funasr_nano.paths.cache_root`: ``$FUNASR_NANO_CACHE``, else
+  ``$XDG_CACHE_HOME/funasr_nano``, else ``~/.cache/funasr_nano``) by the package's ``ensure_synthetic``.
   ``FUNASR_NANO_BENCH_SYNTHETIC=tiny`` swaps in the tiny test shapes (dry runs / CI only).
 * **One load per process.** asv spawns a process per benchmark and parameter set and re-runs
   ``setup`` before every sample; models, clips and warm-up state are memoized per process here.
@@ -32,7 +33,7 @@ import time
 from pathlib import Path
 
 # ----- the grid ---------------------------------------------------------------------------------------
-# A pinned copy of funasr_nano.precision.PRESETS (history needs a fixed grid): the float
+# A pinned copy of funasr_nano.precision.plan.PRESETS (history needs a fixed grid): the float
 # precisions, MLX affine 8/4-bit (group 64, everything quantized; compute dtype from the backend
 # policy: fp32 on the CPU, bf16 on GPUs, recorded by meta.Policy), and 4-bit LLM with a bf16 audio
 # path.
@@ -115,10 +116,32 @@ def clear_cache():
         f()
 
 
+# ----- the package, across its layouts -------------------------------------------------------------------
+def first_of(*candidates: str):
+    """The first ``"module:attribute"`` this commit has. The package was reorganised into
+    subpackages (funasr_nano.model / runtime / precision / checkpoint / synthetic / io / cli);
+    asv runs this suite against commits from before and after that, so each name is looked up at
+    its new home first, then at its old one. Raises ImportError naming every place tried."""
+    import importlib
+
+    errors = []
+    for cand in candidates:
+        mod, _, attr = cand.partition(":")
+        try:
+            m = importlib.import_module(mod)
+            return getattr(m, attr) if attr else m
+        except (ImportError, AttributeError) as e:
+            errors.append(f"{cand}: {e}")
+    raise ImportError("; ".join(errors))
+
+
 # ----- checkpoint -----------------------------------------------------------------------------------------
 def cache_root() -> Path:
-    env = os.environ.get("FUNASR_NANO_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "funasr_nano"
+    try:
+        return first_of("funasr_nano.paths:cache_root")()
+    except ImportError:  # before funasr_nano.paths: the layout's cache root, minus XDG_CACHE_HOME
+        env = os.environ.get("FUNASR_NANO_CACHE")
+        return Path(env).expanduser() if env else Path.home() / ".cache" / "funasr_nano"
 
 
 def synthetic_preset() -> str:
@@ -130,7 +153,17 @@ def synthetic_dir() -> Path:
 
 
 def ensure_synthetic_checkpoint() -> Path:
-    """Write the synthetic checkpoint once (under a file lock, so parallel processes wait)."""
+    """The synthetic checkpoint: the package's own `ensure_synthetic` (the one the CLI uses: a
+    checkpoint either wrote is reused, never rewritten), or for commits before it, a writer with
+    the same lock and completion file."""
+    try:
+        ensure = first_of("funasr_nano.synthetic:ensure_synthetic")
+    except ImportError:
+        return _legacy_ensure_synthetic()
+    return ensure(synthetic_preset(), SEED, root=cache_root())
+
+
+def _legacy_ensure_synthetic() -> Path:
     out = synthetic_dir()
     done = out / ".complete"
     if done.is_file():
@@ -178,11 +211,11 @@ _MODELS: dict = {}
 
 def _supports_preset(preset: str) -> bool:
     try:
-        from funasr_nano import precision
+        parse_preset = first_of("funasr_nano.precision.plan:parse_preset", "funasr_nano.precision:parse_preset")
     except ImportError:
         return preset == "fp32"
     try:
-        precision.parse_preset(preset)
+        parse_preset(preset)
     except Exception:
         return False
     return True
@@ -192,13 +225,17 @@ def unsupported_mode_reason(preset: str) -> str | None:
     """Why this backend cannot run `preset`'s quantization mode (None: it can, or this commit
     cannot tell). A mode a backend lacks is skipped with this reason, never replaced."""
     try:
-        from funasr_nano import precision
+        parse_preset = first_of("funasr_nano.precision.plan:parse_preset", "funasr_nano.precision:parse_preset")
+        check = first_of("funasr_nano.precision.quantize:check_modes_supported",
+                         "funasr_nano.precision:check_modes_supported")
+        unsupported = first_of("funasr_nano.precision.quantize:UnsupportedModeError",
+                               "funasr_nano.precision:UnsupportedModeError")
         from funasr_nano.runtime.backend import resolve_policy
     except ImportError:
         return None
     try:
-        precision.check_modes_supported(precision.parse_preset(preset, resolve_policy().quant_compute))
-    except precision.UnsupportedModeError as e:
+        check(parse_preset(preset, resolve_policy().quant_compute))
+    except unsupported as e:
         return str(e)
     return None
 
@@ -245,8 +282,7 @@ def clips(seconds: float, batch: int = 1) -> list:
     """``batch`` deterministic speech-like clips of ``seconds`` each (float32, 16 kHz)."""
     key = (seconds, batch)
     if key not in _CLIPS:
-        from funasr_nano.test_audio import speech_like
-
+        speech_like = first_of("funasr_nano.synthetic.signals:speech_like", "funasr_nano.test_audio:speech_like")
         _CLIPS[key] = [speech_like(seconds, seed=SEED + i) for i in range(batch)]
     return _CLIPS[key]
 

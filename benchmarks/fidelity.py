@@ -2,7 +2,7 @@
 does not decide everything, and synthetic weights give meaningful numbers too): both models read
 the same clip and the same reference token sequence (the fp32 model's greedy tokens, pinned
 length), and each position's next-token distribution is compared
-(``funasr_nano.fidelity.teacher_forced_fidelity``).
+(``funasr_nano.bench.fidelity.teacher_forced_fidelity``).
 
 * ``track_top1_disagreement`` = 1 - top-1 agreement (fraction of positions whose argmax differs).
 * ``track_mean_kl`` = mean KL(fp32 || preset) over positions, in nats.
@@ -22,7 +22,8 @@ class Fidelity(c.ModelBenchmark):
 
     def setup(self, preset, seconds):
         try:
-            from funasr_nano.fidelity import teacher_forced_fidelity
+            teacher_forced_fidelity = c.first_of("funasr_nano.bench.fidelity:teacher_forced_fidelity",
+                                                 "funasr_nano.fidelity:teacher_forced_fidelity")
         except ImportError as e:
             raise NotImplementedError(f"no funasr_nano.fidelity in this version: {e}")
         key = (preset, seconds)

@@ -1,5 +1,5 @@
 """MLX 0.32's microscaling quantization modes (``mxfp4`` groups of 32, ``nvfp4`` groups of 16,
-``mxfp8`` groups of 32; ``funasr_nano.precision``) on the same measurements as the affine presets:
+``mxfp8`` groups of 32; ``funasr_nano.precision.plan``) on the same measurements as the affine presets:
 end to end, decode rate, memory and fidelity to fp32.
 
 A grid of its own (``common.MODE_PRESETS``): adding these values to ``common.PRESETS`` would change

@@ -10,7 +10,7 @@
 # (2) `python -m funasr_nano.bench.quick "$@"` (= `funasr-nano bench`): machine fingerprint,
 # synthetic real-shaped checkpoint (written once to ~/.cache/funasr_nano), asv run on the quick
 # selection, results in results/<machine>/, asv publish (.asv/html), table + charts (results/report).
-# On Linux, MLX's CPU backend gets OpenBLAS from the scipy-openblas32 dependency (funasr_nano/blas.py,
+# On Linux, MLX's CPU backend gets OpenBLAS from the scipy-openblas32 dependency (funasr_nano/runtime/blas.py,
 # preloaded into the benchmark processes); the results record which BLAS ran.
 # Extra arguments go to `funasr-nano bench` (see `funasr-nano bench --help`).
 set -euo pipefail

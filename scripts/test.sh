@@ -15,7 +15,9 @@ if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt
         || echo "scripts/test.sh: could not install chromium with apt-get" >&2
 fi
 
-# MLX's Linux CPU wheel links a reference BLAS; `import funasr_nano` gives it OpenBLAS from the
-# scipy-openblas32 dependency (funasr_nano/blas.py; tests/test_blas.py checks that it happened).
+# MLX's Linux CPU wheel links a reference BLAS: build the OpenBLAS shim (scipy-openblas32 dependency,
+# funasr_nano/runtime/blas.py) now, so every later `import funasr_nano` loads it without compiling
+# (tests/test_blas.py checks that it happened).
+funasr-nano blas build
 
 exec python -m pytest -q tests "$@"

@@ -1,14 +1,10 @@
-import sys
-from pathlib import Path
+import pytest
 
-# The reference harness lives beside the tests and is imported as a plain module.
-sys.path.insert(0, str(Path(__file__).parent))
+# Before any test module imports mlx.core: MLX's Linux CPU backend gets OpenBLAS, building the shim
+# when this environment has none yet (funasr_nano/runtime/blas.py; `import funasr_nano` alone never builds).
+from funasr_nano.runtime import blas
 
-
-import pytest  # noqa: E402
-
-# Before any test module imports mlx.core: MLX's Linux CPU backend gets OpenBLAS (funasr_nano/blas.py).
-import funasr_nano  # noqa: E402,F401
+blas.setup()
 
 
 @pytest.fixture(scope="session")

@@ -6,9 +6,9 @@ import pytest
 import soundfile as sf
 
 import funasr_nano
-from funasr_nano.audio import AudioError, audio_duration, load_audio
-from funasr_nano.segment import transcribe_segmented
-from funasr_nano.test_audio import speech_like, tone
+from funasr_nano.io.audio import AudioError, audio_duration, load_audio
+from funasr_nano.io.longform import transcribe_segmented
+from funasr_nano.synthetic.signals import speech_like, tone
 
 FS = 16000
 
@@ -225,7 +225,7 @@ def test_api_long_audio_segmented(asr, tmp_path):
     assert all(s.duration <= 30.0 for s in segs)
     assert all(a.end <= b.start for a, b in zip(segs[:-1], segs[1:]))
     assert segs[-1].start_s >= 570.0  # the silent middle was skipped
-    from funasr_nano.segment import join_texts
+    from funasr_nano.io.segment import join_texts
     assert res.text == join_texts(tr.text for _, tr in res.segments)
     # one segment: exactly transcribe()'s text
     short = transcribe_segmented(asr, x[: FS * 3], max_new_tokens=3)

@@ -73,7 +73,7 @@ def test_grid_is_fixed_and_decode_rule():
     c = _suite()["common"]
     assert c.TOKENS_PER_SECOND == 4
     assert [c.decode_tokens(s) for s in c.AUDIO_SECONDS] == [20, 40, 120]
-    from funasr_nano import precision
+    from funasr_nano.precision import plan as precision
 
     assert set(c.PRESETS) <= set(precision.PRESETS) | {"fp32"}
     # every model benchmark has an explicit version (history survives refactors)

@@ -1,4 +1,4 @@
-"""The OpenBLAS set-up for MLX's Linux CPU backend (funasr_nano/blas.py + assets/blas_forward.c).
+"""The OpenBLAS set-up for MLX's Linux CPU backend (funasr_nano/runtime/blas.py + assets/blas_forward.c).
 
 The shim changes which BLAS routine computes MLX's float32 products, so every operand layout it
 forwards (row/column vector, transposed or not, strided, with alpha/beta) is checked against a
@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import funasr_nano  # noqa: F401  (sets up the BLAS before mlx.core is imported)
-from funasr_nano import blas
+from funasr_nano.runtime import blas
 
 import mlx.core as mx  # noqa: E402
 
@@ -31,7 +31,7 @@ def _child(code: str, **env) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-STATUS = ("import json, funasr_nano, funasr_nano.blas as b, funasr_nano.platform_info as p; "
+STATUS = ("import json, funasr_nano, funasr_nano.runtime.blas as b, funasr_nano.runtime.platform_info as p; "
           "i = p.blas_info(); print(json.dumps({'mode': b.status()['mode'], 'blas': i['blas'], "
           "'path': i['path']}))")
 
@@ -50,7 +50,7 @@ def test_import_gives_mlx_openblas_with_gemv_forwarding():
 def test_opt_out_and_import_order():
     off = _child(STATUS, FUNASR_NANO_BLAS="off")
     assert off["mode"] == "off" and off["blas"] == "reference", off
-    late = _child("import json, mlx.core, funasr_nano.blas as b; print(json.dumps(b.status()))")
+    late = _child("import json, mlx.core, funasr_nano.runtime.blas as b; print(json.dumps(b.status()))")
     assert late["mode"] == "too-late" and "LD_PRELOAD" in late["detail"], late
 
 

@@ -22,22 +22,13 @@ import numpy as np
 import pytest
 import yaml
 
-from funasr_nano.checkpoint import (
-    INDEX_NAME,
-    CheckpointError,
-    LazyTensor,
-    cache_dir_for,
-    cache_is_fresh,
-    check_state_dict,
-    convert_to_safetensors,
-    load_checkpoint_weights,
-    load_safetensors_dir,
-    read_model_pt,
-    resolve_checkpoint,
-    write_model_pt,
-)
-from funasr_nano.layout import expected_shapes
-from funasr_nano.presets import get_preset
+from funasr_nano.checkpoint import INDEX_NAME, CheckpointError
+from funasr_nano.checkpoint.torch_writer import LazyTensor, write_model_pt
+from funasr_nano.checkpoint.cache import cache_dir_for, cache_is_fresh, convert_to_safetensors, load_checkpoint_weights, load_safetensors_dir
+from funasr_nano.checkpoint.resolve import check_state_dict, resolve_checkpoint
+from funasr_nano.checkpoint.torch_reader import read_model_pt
+from funasr_nano.model.layout import expected_shapes
+from funasr_nano.synthetic.sizes import get_preset
 
 torch = pytest.importorskip("torch")
 
@@ -164,7 +155,7 @@ def test_writer_roundtrip_through_torch_load(tmp_path):
 
 
 def test_bf16_rounding_matches_torch():
-    from funasr_nano.checkpoint import float_to_bf16_bits
+    from funasr_nano.checkpoint.dtypes import float_to_bf16_bits
 
     x = np.random.default_rng(3).standard_normal(300_001).astype(np.float32) * np.float32(100)
     x[:8] = [np.nan, np.inf, -np.inf, 3.4e38, -0.0, 1e-45, 1.00390625, 1.01171875]  # ties, denormals
@@ -677,7 +668,9 @@ def test_product_code_never_imports_torch(tiny_ckpt, tmp_path):
     script = f"""
 import sys
 sys.modules["torch"] = None  # any 'import torch' now raises ImportError
-from funasr_nano.checkpoint import read_model_pt, write_model_pt, load_checkpoint_weights
+from funasr_nano.checkpoint.torch_reader import read_model_pt
+from funasr_nano.checkpoint.torch_writer import write_model_pt
+from funasr_nano.checkpoint.cache import load_checkpoint_weights
 from funasr_nano.synthetic import write_synthetic_checkpoint
 import numpy as np
 w = read_model_pt({str(tiny_ckpt / "model.pt")!r})

@@ -14,7 +14,8 @@ import pytest
 import soundfile as sf
 
 from funasr_nano import cli
-from funasr_nano.test_audio import speech_like, tone
+from funasr_nano.cli.transcribe import run_batch
+from funasr_nano.synthetic.signals import speech_like, tone
 
 FS = 16000
 REPO = Path(__file__).resolve().parents[1]
@@ -167,7 +168,7 @@ def test_api_model_and_option_errors(tmp_path, tiny_ckpt):
 
     import funasr_nano
     from funasr_nano.checkpoint import CheckpointError
-    from funasr_nano.config import ConfigError
+    from funasr_nano.model.config import ConfigError
 
     with pytest.raises(CheckpointError, match="does-not-exist"):
         funasr_nano.load(tmp_path / "does-not-exist")
@@ -184,7 +185,7 @@ def test_api_model_and_option_errors(tmp_path, tiny_ckpt):
     asr = funasr_nano.load(tiny_ckpt)
     with pytest.raises(ValueError, match="unknown language 'klingon'"):
         asr.transcribe(speech_like(0.5), language="klingon")
-    from funasr_nano.prompt import instruction
+    from funasr_nano.model.prompt import instruction
     assert "auto" not in instruction(language="auto") and instruction(language=None) == instruction(language="auto")
 
 
@@ -289,12 +290,12 @@ def test_long_audio_srt_vtt(capsys, clips, tmp_path):
     assert len(bounds) == 3 and bounds[0][0] == 0.0 and bounds[-1][1] == pytest.approx(16.5)
     assert all(b - a <= 6.0 for a, b in bounds)
     assert abs(bounds[0][1] - 5.25) < 0.3 and abs(bounds[1][1] - 10.75) < 0.3  # in the pauses
-    from funasr_nano.segment import join_texts
+    from funasr_nano.io.segment import join_texts
     assert f["text"] == join_texts(s["text"] for s in f["segments"])
     assert f["batch_sizes"] == [3, 3, 3]  # segments decoded as one batch
 
     # SRT/VTT cue times are the segment bounds (the tiny model's text is blank: give it words)
-    from funasr_nano import formats
+    from funasr_nano.io import formats
     r = formats.FileResult("long.wav", duration=16.5,
                            segments=[formats.SegmentResult(a, b, f"seg{i}") for i, (a, b) in enumerate(bounds)])
     srt = formats.to_srt(r)
@@ -367,7 +368,7 @@ def test_stream(capsys, clips):
 
 def test_stream_generator_prints_pieces(capsys, monkeypatch, clips):
     """--stream writes each piece as the model's generator yields it."""
-    from funasr_nano.pipeline import FunASRNanoASR
+    from funasr_nano.runtime.asr import FunASRNanoASR
 
     def fake_stream(self, audio, **kw):
         for piece in ("hel", "lo", " wor", "ld"):
@@ -399,7 +400,7 @@ def test_failing_batch_is_retried_row_by_row():
                 raise ValueError("bad row")
             return "ok"
 
-    out = cli.run_batch(FakeASR(), [1, None, 2], {})
+    out = run_batch(FakeASR(), [1, None, 2], {})
     assert out[0] == "ok" and out[2] == "ok" and isinstance(out[1], ValueError)
 
 

@@ -6,8 +6,7 @@ import pytest
 
 pytest.importorskip("whisper_normalizer")
 
-from funasr_nano.evaluation.config import (MIRROR_ENV, DatasetConfig, DatasetConfigError, list_datasets,
-                                           load_config)
+from funasr_nano.evaluation.config import MIRROR_ENV, DatasetConfig, DatasetConfigError, list_datasets, load_config
 
 REPO = Path(__file__).resolve().parents[1]
 REQUIRED = {"smoke", "smoke-zh", "librispeech-test-clean", "librispeech-test-other", "aishell1-test"}

@@ -9,10 +9,9 @@ pytest.importorskip("datasets")
 pytest.importorskip("whisper_normalizer")
 import soundfile as sf
 
-from funasr_nano.evaluation import fixtures
+from tests.support import eval_fixtures as fixtures
 from funasr_nano.evaluation.config import MIRROR_ENV, load_config
-from funasr_nano.evaluation.data import (DatasetLoadError, dataset_available, decode_audio, iter_examples,
-                                         open_dataset, resolve_streaming, source_fingerprint)
+from funasr_nano.evaluation.data import DatasetLoadError, dataset_available, decode_audio, iter_examples, open_dataset, resolve_streaming, source_fingerprint
 
 
 @pytest.fixture(autouse=True)
@@ -52,7 +51,7 @@ def test_decode_resamples_to_16k_and_downmixes(tmp_path):
     sf.write(p, stereo, 44100, subtype="FLOAT")
     y, sr = decode_audio(str(p))
     assert sr == 44100 and abs(y.shape[0] - 8000) <= 1
-    from funasr_nano.audio import resample
+    from funasr_nano.io.audio import resample
 
     np.testing.assert_allclose(y, resample(stereo.mean(axis=1).astype(np.float32), 44100, 16000), atol=1e-6)
     # relative path resolved against the metadata folder; already-decoded arrays pass through

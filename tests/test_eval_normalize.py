@@ -5,8 +5,7 @@ import pytest
 
 pytest.importorskip("whisper_normalizer")
 
-from funasr_nano.evaluation.normalize import (NORMALIZERS, get_normalizer, mandarin, normalizer_info,
-                                              tokens_for_metric, whisper_basic, whisper_english)
+from funasr_nano.evaluation.normalize import NORMALIZERS, get_normalizer, mandarin, normalizer_info, tokens_for_metric, whisper_basic, whisper_english
 
 
 @pytest.mark.parametrize("raw, expected", [

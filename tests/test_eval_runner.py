@@ -13,7 +13,8 @@ pytest.importorskip("datasets")
 pytest.importorskip("jiwer")
 pytest.importorskip("whisper_normalizer")
 
-from funasr_nano.evaluation import SYNTHETIC_WARNING, EvalResult, evaluate, fixtures
+from funasr_nano.evaluation import SYNTHETIC_WARNING, EvalResult, evaluate
+from tests.support import eval_fixtures as fixtures
 from funasr_nano.evaluation import cli as eval_cli
 from funasr_nano.evaluation.config import MIRROR_ENV
 from funasr_nano.evaluation.runner import _label, _model_info

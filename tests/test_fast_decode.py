@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 
 import funasr_nano
-from funasr_nano.fast_decode import StaticKV, make_step
-from funasr_nano.generate import left_pad
-from funasr_nano.test_audio import speech_like
+from funasr_nano.runtime.cache import StaticKV
+from funasr_nano.runtime.compiled_step import make_step
+from funasr_nano.runtime.decode import left_pad
+from funasr_nano.synthetic.signals import speech_like
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +49,7 @@ def test_compiled_step_logits_equal_cached_path(asr):
 def test_compiled_batched_decode_equals_uncompiled(asr):
     rows = [_embeds(asr, s)[0] for s in (1.0, 2.5, 4.0)]
     embeds, valid, offsets = left_pad(rows)
-    from funasr_nano.generate import greedy_decode
+    from funasr_nano.runtime.decode import greedy_decode
 
     default = asr.policy
     try:
@@ -68,7 +69,7 @@ def test_compiled_decode_with_quantized_batch(tiny_ckpt):
     decodes a 4-row q4 batch like the growing cache; where the dense path would apply (CPU, 4 rows:
     it evaluates block by block and cannot be traced) the policy falls back to the growing cache
     even when the compiled step is asked for."""
-    from funasr_nano.generate import greedy_decode, left_pad
+    from funasr_nano.runtime.decode import greedy_decode, left_pad
 
     q4 = funasr_nano.load(tiny_ckpt, preset="q4-g32", policy="compiled_decode_rows=8,dequant_min_rows=never")
     wavs = [speech_like(s, 1) for s in (1.0, 1.5, 2.0, 2.5)]
@@ -91,7 +92,7 @@ def test_cpu_rope_and_attention_forms_equal_mlx_ops(asr):
     rows = [_embeds(asr, s)[0] for s in (1.0, 2.5, 4.0)]
     embeds, valid, offsets = left_pad(rows)
     b, s, _ = embeds.shape
-    from funasr_nano.generate import _prefill_mask
+    from funasr_nano.runtime.decode import _prefill_mask
 
     assert asr.cfg.llm.num_attention_heads > asr.cfg.llm.num_key_value_heads  # grouped heads exercised
     outs = {}

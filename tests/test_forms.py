@@ -1,4 +1,4 @@
-"""One loader, every published checkpoint form (`funasr_nano.checkpoint_forms`).
+"""One loader, every published checkpoint form (`funasr_nano.checkpoint.forms`).
 
 * official ``model.pt`` in every wrapping FunASR's own loader accepts, written with real
   ``torch.save``: same parameters as the plain file, ignored entries named;
@@ -26,11 +26,13 @@ import pytest
 from mlx.utils import tree_flatten
 
 import funasr_nano
-from funasr_nano.checkpoint import CheckpointError, read_model_pt, write_model_pt
-from funasr_nano.checkpoint_forms import CheckpointWarning, detect_form
-from funasr_nano.test_audio import speech_like
+from funasr_nano.checkpoint import CheckpointError
+from funasr_nano.checkpoint.torch_reader import read_model_pt
+from funasr_nano.checkpoint.torch_writer import write_model_pt
+from funasr_nano.checkpoint.forms import CheckpointWarning, detect_form
+from funasr_nano.synthetic.signals import speech_like
 
-from reference_harness import reference_checkpoint
+from tests.support.reference_harness import reference_checkpoint
 
 torch = pytest.importorskip("torch")
 
@@ -184,7 +186,7 @@ def tiny_ref():
 @pytest.fixture(scope="module")
 def tiny_hf(tiny_ref, tmp_path_factory):
     pytest.importorskip("transformers")
-    from funasr_nano.checkpoint_hf import write_hf_checkpoint
+    from funasr_nano.checkpoint.hf import write_hf_checkpoint
 
     return write_hf_checkpoint(tiny_ref, tmp_path_factory.mktemp("hf") / "tiny-hf")
 
@@ -231,7 +233,7 @@ def test_hf_missing_and_extra_keys(tiny_hf, tmp_path):
 def test_save_quantized_from_other_forms(tiny_hf, mlxa_float, wav, tmp_path):
     """`precision.save_quantized` of a model loaded from the -hf / mlx-audio forms reloads (the Qwen3
     config is written out of their config.json, not copied from it)."""
-    from funasr_nano.precision import save_quantized
+    from funasr_nano.precision.io import save_quantized
 
     for name, src in (("hf", tiny_hf), ("mlxa", mlxa_float)):
         asr = funasr_nano.load(src, preset="q4-g32")
@@ -282,7 +284,7 @@ def ref_fp32(tiny_ref, cache):
 
 
 def test_mlx_audio_float_equals_official(mlxa_float, ref_fp32, wav):
-    from funasr_nano.fidelity import prompt_embeddings, teacher_forced_logits
+    from funasr_nano.bench.fidelity import prompt_embeddings, teacher_forced_logits
 
     assert detect_form(mlxa_float) == "mlx-audio"
     stored = mx.load(str(mlxa_float / "model.safetensors"))
@@ -311,9 +313,10 @@ MLXA_BOUNDS = {4: {"weights": 0.15, "mean_kl": 5e-3}, 8: {"weights": 0.015, "mea
 
 @pytest.mark.parametrize("bits", [4, 8])
 def test_mlx_audio_quantized_fidelity(bits, mlxa_float, tiny_ref, ref_fp32, wav, tmp_path, cache):
-    from funasr_nano.fidelity import TeacherForcedReference, teacher_forced_fidelity
-    from funasr_nano.model import FunASRNano
-    from funasr_nano.precision import parse_preset, quantization_map
+    from funasr_nano.bench.fidelity import TeacherForcedReference, teacher_forced_fidelity
+    from funasr_nano.model.fun_asr_nano import FunASRNano
+    from funasr_nano.precision.plan import parse_preset
+    from funasr_nano.precision.quantize import quantization_map
 
     qdir = _mlx_audio_quantize(mlxa_float, tmp_path / f"q{bits}", bits)
     cfg = json.loads((qdir / "config.json").read_text())
@@ -435,10 +438,10 @@ def test_mlx_audio_real_config(tmp_path_factory):
     """mlx-audio's converter, unmodified, on the released model's shapes (harness weights): the
     stored tensors are the official ones bit for bit, and the loaded model gives funasr's greedy
     tokens and logits (same record and tolerance as tests/test_parity.py)."""
-    from funasr_nano.checkpoint import load_checkpoint_weights
-    from funasr_nano.checkpoint_mlx_audio import load_weights
+    from funasr_nano.checkpoint.cache import load_checkpoint_weights
+    from funasr_nano.checkpoint.mlx_audio import load_weights
 
-    from reference_harness import reference_npz
+    from tests.support.reference_harness import reference_npz
     from test_forms_hf import release_memory
 
     ref_dir = reference_checkpoint("real", 0)
@@ -455,7 +458,7 @@ def test_mlx_audio_real_config(tmp_path_factory):
     rec = reference_npz("real", 0, "speech_3s", n_steps=32)
     asr = funasr_nano.load(out)
     assert asr.checkpoint_form == "mlx-audio"
-    from funasr_nano.fidelity import teacher_forced_logits
+    from funasr_nano.bench.fidelity import teacher_forced_logits
 
     greedy = rec["greedy_tokens"].tolist()
     logits = np.array(teacher_forced_logits(asr, mx.array(rec["inputs_embeds"])[None], greedy))

@@ -9,7 +9,7 @@ Then, on the reference's LFR features of one clip, at float32:
    this proves the official -> -hf mapping (a wrong split of the fused SAN-M q/k/v, a shifted
    layer or a misplaced norm would give O(1) errors);
 2. this project loaded from the same directory must reproduce both funasr and Transformers:
-   this proves the -hf -> official mapping of `funasr_nano.checkpoint_hf`.
+   this proves the -hf -> official mapping of `funasr_nano.checkpoint.hf`.
 
 Error measure: relative Frobenius error, maximum over the 32 teacher-forced positions for logits.
 Tolerance HF_TOL = 1e-5 (measured values are printed; see the README / the closing note).
@@ -25,9 +25,9 @@ import numpy as np
 import pytest
 
 import funasr_nano
-from funasr_nano.checkpoint_hf import write_hf_checkpoint
+from funasr_nano.checkpoint.hf import write_hf_checkpoint
 
-from reference_harness import reference_checkpoint, reference_npz
+from tests.support.reference_harness import reference_checkpoint, reference_npz
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -93,7 +93,7 @@ def transformers_chain(model, rec):
 
 def our_chain(asr, rec):
     """This project's chain from the same LFR features (its own prompt and splice)."""
-    from funasr_nano.fidelity import teacher_forced_logits
+    from funasr_nano.bench.fidelity import teacher_forced_logits
 
     enc = asr.encode(rec["lfr"])
     ad = asr.adapt(enc, truncate=False)

@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 
 import funasr_nano
-from funasr_nano import frontend as fe
+from funasr_nano.model import frontend as fe
 
-from reference_harness import reference_checkpoint, reference_npz
+from tests.support.reference_harness import reference_checkpoint, reference_npz
 
 FRONTEND_TOL = 1e-5
 MODEL_TOL = 1e-4
@@ -46,12 +46,12 @@ def asr_for(preset: str):
 
 EXTRA_CLIPS = {
     # Shorter than one 25 ms frame: the frame length shrinks to the clip (one fbank frame).
-    "one_frame_350": lambda: __import__("funasr_nano.test_audio", fromlist=["x"]).speech_like(1.0, 5)[:350],
+    "one_frame_350": lambda: __import__("funasr_nano.synthetic.signals", fromlist=["x"]).speech_like(1.0, 5)[:350],
 }
 
 
 def clip_audio(name: str) -> np.ndarray:
-    from funasr_nano.test_audio import standard_clips
+    from funasr_nano.synthetic.signals import standard_clips
 
     return EXTRA_CLIPS[name]() if name in EXTRA_CLIPS else standard_clips()[name]
 

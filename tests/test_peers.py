@@ -55,7 +55,7 @@ def run(tmp_path_factory, tiny_reference_ckpt):
 @pytest.fixture(scope="module")
 def tiny_reference_ckpt():
     sys.path.insert(0, str(REPO / "tests"))
-    from reference_harness import reference_checkpoint
+    from tests.support.reference_harness import reference_checkpoint
 
     return reference_checkpoint("tiny", 0)
 
@@ -127,7 +127,7 @@ def test_first_diff_rule():
 
 def test_groups_keep_reference_and_budget():
     peers = _peers()
-    from peerkit.rows import rows_for
+    from tools.peerkit.rows import rows_for
 
     rows, not_here = rows_for("cpu")
     assert [x[0] for x in not_here] == ["funasr:tf32"] and "CUDA" in not_here[0][2]

@@ -12,9 +12,7 @@ import pytest
 from mlx.utils import tree_flatten
 
 import funasr_nano
-from funasr_nano.runtime.backend import (
-    ENV_VAR, FIELDS, BackendPolicy, PolicyError, default_policy, detect_backend, parse_overrides, resolve_policy,
-)
+from funasr_nano.runtime.backend import ENV_VAR, FIELDS, BackendPolicy, PolicyError, default_policy, detect_backend, parse_overrides, resolve_policy
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -127,7 +125,7 @@ def test_policy_switch_reconfigures_layers(tiny_ckpt, monkeypatch):
 def test_metal_policy_decodes_like_cpu_policy_in_fp32(tiny_ckpt):
     """The Metal choices (MLX frontend, growing cache, no dense path) run here too, so a CPU
     machine can exercise them; in float32 they give the CPU policy's tokens."""
-    from funasr_nano.test_audio import speech_like
+    from funasr_nano.synthetic.signals import speech_like
 
     wavs = [speech_like(1.5, 1), speech_like(2.0, 2)]
     cpu = funasr_nano.load(tiny_ckpt)
@@ -173,7 +171,7 @@ def test_recorded_in_asv_benchmark_and_machine_fingerprint(monkeypatch):
 def test_profile_prints_the_policy(tiny_ckpt, tmp_path):
     import soundfile as sf
 
-    from funasr_nano.test_audio import speech_like
+    from funasr_nano.synthetic.signals import speech_like
 
     wav = tmp_path / "a.wav"
     sf.write(wav, speech_like(1.0, 0), 16000)
@@ -221,8 +219,8 @@ def test_encoder_eval_every_changes_memory_not_numerics(tiny_ckpt):
     import mlx.core as mx
     import numpy as np
 
-    from funasr_nano import frontend as fe
-    from funasr_nano.test_audio import speech_like
+    from funasr_nano.model import frontend as fe
+    from funasr_nano.synthetic.signals import speech_like
 
     asr = funasr_nano.load(tiny_ckpt)
     feats, lengths = fe.batch_features([speech_like(2.0, 1), speech_like(1.2, 2)], asr.cfg.frontend)

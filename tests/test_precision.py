@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -12,15 +11,13 @@ import numpy as np
 import pytest
 
 from funasr_nano import load
-from funasr_nano.fidelity import (
-    TeacherForcedReference, cer, compare_transcripts, edit_distance, peak_memory_of, teacher_forced_fidelity,
-)
-from funasr_nano.platform_info import backend_info, blas_info, classify_blas, warn_if_reference_blas
-from funasr_nano.precision import (
-    PRESETS, NumericalOverflowError, PrecisionPlan, apply_precision, check_finite, parameter_counts,
-    parse_preset, save_quantized, weight_bytes,
-)
-from funasr_nano.test_audio import speech_like
+from funasr_nano.bench.fidelity import TeacherForcedReference, cer, compare_transcripts, edit_distance, peak_memory_of, teacher_forced_fidelity
+from funasr_nano.runtime.platform_info import backend_info, blas_info, classify_blas, warn_if_reference_blas
+from funasr_nano.precision.plan import PRESETS, PrecisionPlan, parse_preset
+from funasr_nano.runtime.numerics import NumericalOverflowError, check_finite
+from funasr_nano.precision.quantize import apply_precision, parameter_counts, weight_bytes
+from funasr_nano.precision.io import save_quantized
+from funasr_nano.synthetic.signals import speech_like
 
 N_TOKENS = 8
 
@@ -145,7 +142,7 @@ def test_bf16_casts_everything(tiny_ckpt, cache_dir):
 
 
 def _logits(asr, wav):
-    from funasr_nano.fidelity import prompt_embeddings, teacher_forced_logits
+    from funasr_nano.bench.fidelity import prompt_embeddings, teacher_forced_logits
 
     emb = prompt_embeddings(asr, wav)
     toks, _ = asr.generate(emb, max_new_tokens=N_TOKENS, ignore_eos=True)
@@ -305,7 +302,7 @@ def test_blas_info():
 
     if sys.platform.startswith("linux"):
         assert info["blas"] != "unknown", info
-        from funasr_nano import blas
+        from funasr_nano.runtime import blas
 
         preload = os.environ.get("LD_PRELOAD", "")
         if "openblas" in preload or blas.status()["mode"] in ("forward", "system-openblas"):
@@ -317,7 +314,7 @@ def test_blas_info():
     b = backend_info()
     assert b["backend"] in {"cpu", "metal", "cuda", "gpu"} and b["mlx_version"] == mx.__version__
     with pytest.warns(RuntimeWarning, match="LD_PRELOAD") if info["blas"] == "reference" else _nullcontext():
-        import funasr_nano.platform_info as pi
+        import funasr_nano.runtime.platform_info as pi
 
         pi._warned = False
         assert warn_if_reference_blas() == (info["blas"] == "reference")
@@ -338,13 +335,10 @@ class _nullcontext:
 def real_ckpt(tmp_path_factory):
     """The real-shaped synthetic checkpoint, written once: in $FUNASR_NANO_TEST_CACHE when set
     (reused across sessions), else in a session tmp dir."""
-    from funasr_nano.synthetic import MARKER, write_synthetic_checkpoint
+    from funasr_nano.synthetic import ensure_synthetic
 
-    root = os.environ.get("FUNASR_NANO_TEST_CACHE")
-    d = Path(root) / "synthetic-real-seed0" if root else tmp_path_factory.mktemp("real") / "synthetic-real-seed0"
-    if not ((d / "model.pt").is_file() and (d / MARKER).is_file()):
-        write_synthetic_checkpoint(d, preset="real", seed=0)
-    return d
+    root = os.environ.get("FUNASR_NANO_TEST_CACHE") or tmp_path_factory.mktemp("real")
+    return ensure_synthetic("real", 0, root=root)
 
 
 # Bounds for the REAL-shaped synthetic model: 2 s of speech_like(seed=0) audio, 16 teacher-forced

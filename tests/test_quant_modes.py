@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 from mlx.utils import tree_flatten
 
-from funasr_nano import load, precision
-from funasr_nano.fidelity import TeacherForcedReference, prompt_embeddings, teacher_forced_fidelity, teacher_forced_logits
-from funasr_nano.precision import ComponentPrecision, parse_preset, save_quantized
-from funasr_nano.test_audio import speech_like
+from funasr_nano import load
+from funasr_nano.precision import quantize as precision
+from funasr_nano.bench.fidelity import TeacherForcedReference, prompt_embeddings, teacher_forced_fidelity, teacher_forced_logits
+from funasr_nano.precision.plan import ComponentPrecision, parse_preset
+from funasr_nano.precision.io import save_quantized
+from funasr_nano.synthetic.signals import speech_like
 
 MODES = {"mxfp4": (4, 32), "nvfp4": (4, 16), "mxfp8": (8, 32)}
 

@@ -3,27 +3,16 @@
 from __future__ import annotations
 
 import math
-import os
-import sys
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
 torch = pytest.importorskip("torch")
 pytest.importorskip("funasr")
 
-import reference_harness as rh  # noqa: E402
+from tests.support import reference_harness as rh  # noqa: E402
 
-from funasr_nano.test_audio import (  # noqa: E402
-    SAMPLE_RATE,
-    _make_standard_clips,
-    check_amplitude,
-    noise,
-    speech_like,
-    standard_clips,
-)
+from funasr_nano.synthetic.signals import SAMPLE_RATE, _make_standard_clips, check_amplitude, noise, speech_like, standard_clips
 
 N_STEPS = 6
 FLT_EPS_LOG = float(np.log(np.float32(1.1920929e-07)))

@@ -6,10 +6,10 @@ import json
 import numpy as np
 import pytest
 
-from funasr_nano import formats
-from funasr_nano.batching import chunk_by_seconds, plan_batches
-from funasr_nano.segment import Segment, join_texts, split_audio, window_energy_db
-from funasr_nano.test_audio import speech_like
+from funasr_nano.io import formats
+from funasr_nano.io.batching import chunk_by_seconds, plan_batches
+from funasr_nano.io.segment import Segment, join_texts, split_audio, window_energy_db
+from funasr_nano.synthetic.signals import speech_like
 
 FS = 16000
 

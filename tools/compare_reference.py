@@ -44,35 +44,18 @@ from pathlib import Path
 
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO))  # funasr_nano, tests.support
 
-import funasr_nano  # noqa: E402,F401  before mlx.core: gives MLX's Linux CPU backend OpenBLAS (funasr_nano/blas.py)
+import funasr_nano  # noqa: E402,F401
+from funasr_nano.io.formats import json_safe  # noqa: E402  before mlx.core: gives MLX's Linux CPU backend OpenBLAS (funasr_nano/runtime/blas.py)
 
 REFERENCE_DTYPES = ("fp32", "tf32", "bf16")
 
 
-def _json_safe(x):
-    """NaN/inf -> None (strict JSON), numpy scalars -> Python numbers."""
-    if isinstance(x, dict):
-        return {k: _json_safe(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_json_safe(v) for v in x]
-    if hasattr(x, "item") and not isinstance(x, (str, bytes)):
-        x = x.item()
-    if isinstance(x, float) and (x != x or x in (float("inf"), float("-inf"))):
-        return None
-    return x
-
-
 def synthetic_dir() -> Path:
-    from funasr_nano.synthetic import write_synthetic_checkpoint
+    from funasr_nano.synthetic import ensure_synthetic
 
-    root = Path(os.environ.get("FUNASR_NANO_CACHE", Path.home() / ".cache" / "funasr_nano"))
-    d = root / "synthetic-real-seed0"
-    if not (d / "model.pt").exists():
-        write_synthetic_checkpoint(d, "real", 0)
-    return d
+    return ensure_synthetic("real", 0, progress=print)
 
 
 def weights_label(ckpt: Path) -> str:
@@ -92,7 +75,7 @@ def mlx_env() -> dict:
     import mlx.core as mx
 
     try:
-        from funasr_nano.platform_info import backend_info
+        from funasr_nano.runtime.platform_info import backend_info
 
         info = backend_info()
     except Exception as e:  # informational only: never let the label stop a benchmark
@@ -175,7 +158,7 @@ def reference_rows(ckpt, wav, tokens, device, repeats, dtypes):
     """Rows for the official PyTorch implementation, one per reference dtype (one loaded model)."""
     import torch
 
-    from reference_harness import _inference_kwargs, fbank_backend, library_versions, load_reference_model
+    from tests.support.reference_harness import inference_kwargs, fbank_backend, library_versions, load_reference_model
 
     cuda = device.startswith("cuda")
 
@@ -245,7 +228,7 @@ def reference_rows(ckpt, wav, tokens, device, repeats, dtypes):
         llm_dtype = "bf16" if dtype == "bf16" else "fp32"
 
         def kwargs(n):
-            kw = _inference_kwargs(model, None, None, True, n, "")
+            kw = inference_kwargs(model, None, None, True, n, "")
             kw["device"] = device
             kw["llm_dtype"] = llm_dtype  # read by funasr's inference_llm (casts the LLM, autocast)
             kw["llm_kwargs"] = {"min_new_tokens": n}
@@ -332,7 +315,7 @@ def main(argv=None) -> int:
 
     import mlx.core as mx
 
-    from funasr_nano.test_audio import speech_like
+    from funasr_nano.synthetic.signals import speech_like
 
     env = mlx_env()
     print(f"[compare] MLX {env['mlx_version']} default device {mx.default_device()} ({env.get('device_name')})",
@@ -358,7 +341,7 @@ def main(argv=None) -> int:
                 "seconds": args.seconds, "tokens": args.tokens, "weights": label, "checkpoint": str(ckpt),
                 "mlx": env, "reference": ref_env, "host": {"platform": platform.platform(),
                                                            "cpu_count": os.cpu_count()},
-                "rows": _json_safe(rows)}, indent=2))
+                "rows": json_safe(rows)}, indent=2))
 
     for p in args.preset or ["fp32"]:
         t = time.perf_counter()

@@ -46,11 +46,11 @@ from pathlib import Path
 
 TOOLS = Path(__file__).resolve().parent
 REPO = TOOLS.parent
-for _p in (str(TOOLS), str(REPO)):
+for _p in (str(REPO),):
     if _p not in sys.path:
         sys.path.insert(0, _p)
 
-from peerkit.rows import (BEST_PRESET, ENVS, UNRUNNABLE, Row, resolve_interp, rows_for,  # noqa: E402
+from tools.peerkit.rows import (BEST_PRESET, ENVS, UNRUNNABLE, Row, resolve_interp, rows_for,  # noqa: E402
                           select_rows, setup_env)
 
 REFERENCE = "funasr:fp32"
@@ -58,7 +58,9 @@ METRICS = ("e2e_s", "rtfx", "encoder_ms", "prefill_ms", "ms_per_token", "tokens_
 
 
 def cache_root() -> Path:
-    return Path(os.environ.get("FUNASR_NANO_CACHE", Path.home() / ".cache" / "funasr_nano"))
+    from funasr_nano.paths import cache_root as root
+
+    return root()
 
 
 # -------------------------------------------------------------------------------------------------
@@ -66,9 +68,9 @@ def cache_root() -> Path:
 
 
 def default_checkpoint() -> Path:
-    from compare_reference import synthetic_dir
+    from funasr_nano.synthetic import ensure_synthetic
 
-    return synthetic_dir()
+    return ensure_synthetic("real", 0, progress=print)
 
 
 def weights_text(ckpt: Path) -> str:
@@ -198,7 +200,7 @@ class Worker:
 def parameter_count(ckpt: Path) -> int:
     import yaml
 
-    from funasr_nano.layout import expected_shapes
+    from funasr_nano.model.layout import expected_shapes
 
     cfg = yaml.safe_load((ckpt / "config.yaml").read_text(encoding="utf-8"))
     qwen = json.loads((ckpt / "Qwen3-0.6B" / "config.json").read_text(encoding="utf-8"))
@@ -522,7 +524,7 @@ def markdown(doc: dict) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default=None, help="official checkpoint dir (default: real-shaped synthetic)")
-    ap.add_argument("--seconds", type=float, default=10.0, help="clip length (funasr_nano.test_audio.speech_like)")
+    ap.add_argument("--seconds", type=float, default=10.0, help="clip length (funasr_nano.synthetic.signals.speech_like)")
     ap.add_argument("--clip-seed", type=int, default=0)
     ap.add_argument("--tokens", type=int, default=40, help="new tokens per run (pinned; >= 2)")
     ap.add_argument("--repeats", type=int, default=3, help="timed rounds after the warm-up")
@@ -582,7 +584,7 @@ def main(argv=None) -> int:
 
     import numpy as np
 
-    from funasr_nano.test_audio import speech_like
+    from funasr_nano.synthetic.signals import speech_like
 
     ckpt = Path(args.model) if args.model else default_checkpoint()
 
@@ -651,7 +653,7 @@ def main(argv=None) -> int:
                 runtimes.setdefault(f"{info.get('impl')} {info.get('version')}", ", ".join(b for b in bits if b))
         dev = next((i.get("device") for i in infos if i.get("device") and i.get("device") != "cpu"), None)
         device_label = "CPU" if args.device == "cpu" else f"CUDA{', ' + dev if dev else ''}"
-        from funasr_nano.platform_info import _cpu_name
+        from funasr_nano.runtime.platform_info import _cpu_name
 
         header = {
             "weights": weights_text(ckpt), "checkpoint": str(ckpt), "synthetic": "synthetic" in weights_text(ckpt),

@@ -6,7 +6,7 @@
  * ~33 GB/s. So a product with M == 1 or N == 1 is handed to sgemv here; everything else goes to
  * OpenBLAS's sgemm unchanged. The results are the same up to float32 summation order.
  *
- * Built by funasr_nano/blas.py with the system C compiler, linked against libscipy_openblas.so,
+ * Built by funasr_nano/runtime/blas.py with the system C compiler, linked against libscipy_openblas.so,
  * and loaded RTLD_GLOBAL before MLX so that MLX's cblas_sgemm relocation binds here.
  */
 

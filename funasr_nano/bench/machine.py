@@ -28,7 +28,7 @@ so changing one (an MLX upgrade, an OS update) starts a new series on purpose: s
 comparable at equal values. The name deliberately holds hardware (plus backend and BLAS) only, so
 one machine keeps one ``results/<machine>/`` folder across software updates.
 
-Detection of the BLAS and of the backend is delegated to :mod:`funasr_nano.platform_info`.
+Detection of the BLAS and of the backend is delegated to :mod:`funasr_nano.runtime.platform_info`.
 Run the command with the same environment the benchmarks will get (``LD_PRELOAD`` in
 particular): the quick runner does so by running it in a child process.
 """
@@ -187,7 +187,7 @@ def _as_dict(x) -> dict:
 def backend_and_device() -> dict:
     """``{"backend": metal|cuda|cpu, "device_name": ..., ...}`` via ``platform_info.backend_info``."""
     try:
-        from funasr_nano import platform_info
+        from ..runtime import platform_info
 
         info = _as_dict(platform_info.backend_info())
     except Exception as e:  # platform_info missing or MLX not importable
@@ -219,7 +219,7 @@ def backend_and_device() -> dict:
 def blas() -> dict:
     """BLAS in use by MLX (Linux CPU backend matters), via ``platform_info.blas_info``."""
     try:
-        from funasr_nano import platform_info
+        from ..runtime import platform_info
 
         return _as_dict(platform_info.blas_info())
     except Exception as e:
@@ -324,7 +324,7 @@ def fingerprint(name: str | None = None) -> dict:
 def _policy() -> dict:
     """The backend policy a model loaded in this process gets (FUNASR_NANO_POLICY honoured)."""
     try:
-        from funasr_nano.runtime.backend import resolve_policy
+        from ..runtime.backend import resolve_policy
 
         p = resolve_policy()
         return {**p.to_dict(), "summary": p.summary()}
@@ -388,7 +388,7 @@ def openblas_library() -> str | None:
     when there is none or off Linux."""
     if platform.system() != "Linux":
         return None
-    from funasr_nano import blas as blas_mod
+    from ..runtime import blas as blas_mod
 
     return blas_mod.library_for_preload()
 

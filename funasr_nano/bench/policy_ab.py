@@ -60,7 +60,7 @@ def _value(p, choice) -> str:
 
 
 def _decode_ms(asr, embeds, tokens) -> float:
-    from ..generate import greedy_decode, left_pad
+    from ..runtime.decode import greedy_decode, left_pad
 
     e, valid, offsets = left_pad(embeds)
     res = greedy_decode(asr, e, valid, offsets, tokens, asr.stop_ids, ignore_eos=True)
@@ -78,7 +78,7 @@ def _encoder_peak_mb(asr, wavs, times=None) -> float:
     time, appended to `times`)."""
     import mlx.core as mx
 
-    from .. import frontend as fe
+    from ..model import frontend as fe
 
     feats, lengths = fe.batch_features(wavs, asr.cfg.frontend)
     x = mx.array(feats)
@@ -95,7 +95,7 @@ def _encoder_peak_mb(asr, wavs, times=None) -> float:
 
 
 def _embeds(asr, wavs) -> list:
-    from ..fidelity import prompt_embeddings
+    from .fidelity import prompt_embeddings
 
     return [prompt_embeddings(asr, w)[0] for w in wavs]
 
@@ -121,10 +121,10 @@ def measure(model: str, repeats: int = 3, seconds: float = 5.0, tokens: int = 16
     import mlx.core as mx
 
     import funasr_nano
-    from ..platform_info import backend_info
+    from ..runtime.platform_info import backend_info
     from ..runtime.backend import EVIDENCE, resolve_policy
     from ..synthetic import is_synthetic
-    from ..test_audio import speech_like
+    from ..synthetic.signals import speech_like
 
     base = resolve_policy(policy)
     alts = _alternatives(base)
@@ -251,7 +251,7 @@ def main(argv=None) -> int:
         p.error("--seconds must be > 0")
     model = args.model
     if model is None:
-        from ..cli import ensure_synthetic
+        from ..synthetic import ensure_synthetic
 
         model = str(ensure_synthetic(args.synthetic))
     try:

@@ -180,13 +180,13 @@ def bench_env(use_openblas: bool = True, quick: bool = True, extra: dict | None 
             note = f"OpenBLAS already preloaded ({pre})"
         else:
             # The benchmark modules may import mlx.core before funasr_nano, so the library that
-            # `import funasr_nano` would load is preloaded instead (funasr_nano/blas.py).
+            # `import funasr_nano` would load is preloaded instead (funasr_nano/runtime/blas.py).
             lib = openblas_path()
             if lib:
                 env["LD_PRELOAD"] = (lib + " " + pre).strip()
                 note = f"preloading OpenBLAS for MLX: LD_PRELOAD={lib}"
             else:
-                from .. import blas as blas_mod
+                from ..runtime import blas as blas_mod
 
                 note = ("OpenBLAS not available: MLX will use its bundled reference BLAS (slow GEMMs): "
                         f"{blas_mod.status().get('detail')}. Install scipy-openblas32 and a C compiler, "
@@ -816,6 +816,6 @@ def main(argv=None) -> int:
 if __name__ == "__main__":  # pragma: no cover
     # Run the imported module, not this __main__ copy: history.py calls funasr_nano.bench.quick, and
     # two copies would have two Interrupted classes (the signal handler's would not be caught).
-    from funasr_nano.bench import quick as _quick
+    from . import quick as _quick
 
     sys.exit(_quick.main())

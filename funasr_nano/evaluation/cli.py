@@ -65,35 +65,12 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def _synthetic_dir(shape: str, seed: int, cache_dir=None):
-    """The seeded synthetic checkpoint ``<cache>/synthetic-<shape>-seed<seed>``, written once (the same
-    folder the top-level CLI's ``--synthetic`` uses)."""
-    import os
-    import shutil
-    from pathlib import Path
+    """The seeded synthetic checkpoint ``<cache>/synthetic-<shape>-seed<seed>`` (the folder the
+    top-level CLI's ``--synthetic`` uses), written once."""
+    from ..synthetic import ensure_synthetic
 
-    from ..checkpoint import default_cache_root
-    from ..synthetic import MARKER, write_synthetic_checkpoint
-
-    if cache_dir is None:
-        try:
-            from ..cli import ensure_synthetic  # the top-level CLI's writer, when present
-        except ImportError:
-            ensure_synthetic = None
-        if ensure_synthetic is not None:
-            return ensure_synthetic(shape, seed)
-    root = Path(cache_dir).expanduser() if cache_dir else default_cache_root()
-    out = root / f"synthetic-{shape}-seed{seed}"
-    if not ((out / MARKER).is_file() and (out / "model.pt").is_file()):
-        print(f"writing a synthetic '{shape}' checkpoint (seed {seed}) to {out} ...", file=sys.stderr)
-        tmp = root / f".{out.name}.tmp-{os.getpid()}"
-        try:
-            write_synthetic_checkpoint(tmp, preset=shape, seed=seed)
-            if out.exists():
-                shutil.rmtree(out)
-            os.replace(tmp, out)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    return out
+    return ensure_synthetic(shape, seed, root=cache_dir,
+                            progress=lambda msg: print(f"funasr-nano eval: {msg}", file=sys.stderr))
 
 
 def load_model(args):

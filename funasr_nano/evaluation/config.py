@@ -107,7 +107,7 @@ class DatasetConfig:
 
         if self.normalizer not in NORMALIZERS:
             bad(f"'normalizer' must be one of {sorted(NORMALIZERS)}, got {self.normalizer!r}")
-        from ..prompt import resolve_language
+        from ..model.prompt import resolve_language
 
         try:
             resolve_language(self.language)

@@ -69,7 +69,7 @@ def decode_audio(value, target_rate: int = TARGET_RATE, base_dir: str | None = N
     """
     import soundfile as sf
 
-    from ..audio import resample
+    from ..io.audio import resample
 
     if isinstance(value, dict) and value.get("array") is not None:
         x = np.asarray(value["array"], dtype=np.float32)

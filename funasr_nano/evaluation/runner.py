@@ -26,6 +26,7 @@ from .config import DatasetConfig, load_config
 from .data import DatasetLoadError, iter_examples, open_dataset, source_fingerprint
 from .metrics import ErrorCounts, corpus_counts, utterance_counts
 from .normalize import get_normalizer, normalizer_info
+from ..io.formats import json_safe
 
 SCHEMA = "funasr_nano.eval/1"
 SYNTHETIC_WARNING = ("SYNTHETIC WEIGHTS: this model has seeded random weights, not the trained "
@@ -97,7 +98,7 @@ class EvalResult:
         d = {"schema": SCHEMA, **d}
         if self.synthetic:
             d = {"WARNING": SYNTHETIC_WARNING, **d}
-        return _json_safe(d)
+        return json_safe(d)
 
     def summary(self) -> str:
         m = self.metric.upper()
@@ -119,16 +120,6 @@ class EvalResult:
             lines.append(f"  result: {self.result_path}")
             lines.append(f"  per-utterance: {self.utterances_path}")
         return "\n".join(lines)
-
-
-def _json_safe(x):
-    if isinstance(x, float) and (math.isnan(x) or math.isinf(x)):
-        return None
-    if isinstance(x, dict):
-        return {str(k): _json_safe(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_json_safe(v) for v in x]
-    return x
 
 
 def _version(pkg: str) -> str | None:
@@ -248,7 +239,7 @@ def evaluate(asr, dataset_name_or_cfg="smoke", limit: int | None = None, batch_s
     cfg: DatasetConfig = load_config(dataset_name_or_cfg)
     cfg = cfg.with_overrides(path=os.fspath(data_path) if data_path is not None else None,
                              data_files=data_files, revision=revision, language=language, itn=itn)
-    from ..prompt import resolve_language
+    from ..model.prompt import resolve_language
 
     lang = resolve_language(cfg.language)
     norm = get_normalizer(cfg.normalizer)
@@ -399,7 +390,7 @@ def write_result(res: EvalResult, output_dir, stem: str) -> tuple[Path, Path]:
     res.result_path, res.utterances_path = str(rpath), str(upath)
     with open(upath, "w", encoding="utf-8") as f:
         for u in res.utterances:
-            f.write(json.dumps(_json_safe(u), ensure_ascii=False) + "\n")
+            f.write(json.dumps(json_safe(u), ensure_ascii=False) + "\n")
     d = res.to_dict()
     tmp = rpath.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(d, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")

@@ -1,1 +1,2 @@
-"""How the network is run: the backend policy (more of the runtime moves here with the layout work)."""
+"""How the network is loaded and run: the ASR object (`asr`), the backend policy (`backend`), key/value
+caches, decoding, the compiled one-token step, overflow checks, and the Linux BLAS / platform detection."""

@@ -5,10 +5,10 @@
 
 For each preset (and each ``--env`` setting, in a fresh process, since MLX reads those
 variables once), after a prefill of ``--prompt`` random rows, times ``--steps`` greedy steps
-pipelined as in `funasr_nano.generate` (the next step is queued before the host reads a token):
+pipelined as in `funasr_nano.runtime.decode` (the next step is queued before the host reads a token):
 
   kvcache        the growing-cache path (no attention mask at batch 1)
-  static         the compiled fixed-buffer step of `funasr_nano.fast_decode`
+  static         the compiled fixed-buffer step of `funasr_nano.runtime.compiled_step`
   gemv           only the step's matrix products (7 per layer + LM head), chained
   launch         2000 chained tiny element-wise ops: the cost of one op on this backend
 
@@ -62,7 +62,7 @@ def measure(model: str, preset: str, steps: int, prompt: int) -> list[dict]:
     import mlx.core as mx
 
     import funasr_nano
-    from funasr_nano.fast_decode import StaticKV
+    from funasr_nano.runtime.cache import StaticKV
 
     asr = funasr_nano.load(model, preset=preset)
     llm = asr.net.llm
@@ -93,7 +93,7 @@ def measure(model: str, preset: str, steps: int, prompt: int) -> list[dict]:
     add("kvcache", _time_loop(tok, adv_kv, steps))
     del cache
 
-    # static: the compiled fixed-buffer step of funasr_nano.fast_decode
+    # static: the compiled fixed-buffer step of funasr_nano.runtime.compiled_step
     cache, tok = prefill()
     kv = StaticKV(cache, prompt + steps + 16)
     del cache
@@ -150,15 +150,9 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     presets = a.preset or ["fp32", "bf16"]
     if a.model is None:
-        from pathlib import Path
+        from funasr_nano.synthetic import ensure_synthetic
 
-        from funasr_nano.synthetic import write_synthetic_checkpoint
-
-        base = Path(os.environ.get("FUNASR_NANO_CACHE", Path.home() / ".cache" / "funasr_nano"))
-        name = "tiny" if a.tiny else "real"
-        a.model = str(base / f"synthetic-{name}-seed0")
-        if not (Path(a.model) / "model.pt").is_file():
-            write_synthetic_checkpoint(a.model, name, 0)
+        a.model = str(ensure_synthetic("tiny" if a.tiny else "real", 0, progress=print))
     if a.child:
         rows = []
         for pr in presets:

@@ -27,7 +27,7 @@ if str(REPO) not in sys.path:
 def stage_peaks(asr, wavs, tokens: int) -> dict:
     import mlx.core as mx
 
-    from funasr_nano.generate import greedy_decode, left_pad
+    from funasr_nano.runtime.decode import greedy_decode, left_pad
 
     out = {}
 
@@ -94,7 +94,7 @@ def main(argv=None) -> int:
     import mlx.core as mx
 
     import funasr_nano
-    from funasr_nano.test_audio import speech_like
+    from funasr_nano.synthetic.signals import speech_like
 
     presets = args.preset or ["bf16", "fp32"]
     lengths = args.seconds or [10.0, 30.0]

@@ -116,7 +116,7 @@ step_ckpt() {
 import sys, time
 from pathlib import Path
 from funasr_nano.synthetic import write_synthetic_checkpoint
-from funasr_nano.checkpoint import load_checkpoint_weights
+from funasr_nano.checkpoint.cache import load_checkpoint_weights
 d = Path(sys.argv[1])
 t = time.perf_counter(); write_synthetic_checkpoint(d, sys.argv[2], 0)
 print(f"wrote {d} ({(d / 'model.pt').stat().st_size / 1e9:.2f} GB) in {time.perf_counter() - t:.1f} s")

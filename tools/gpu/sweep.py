@@ -51,14 +51,14 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tools/
-from compare_reference import _json_safe  # noqa: E402  (shared with the side-by-side tool)
 
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+
+from funasr_nano.io.formats import json_safe  # noqa: E402
 
 N_BASE_CLIPS = 4
 WARMUP_TOKENS = 4
@@ -71,7 +71,7 @@ def pinned_tokens(seconds: float, tps: float) -> int:
 
 
 def make_clips(seconds: float, batch: int, cache: dict) -> list:
-    from funasr_nano.test_audio import speech_like
+    from funasr_nano.synthetic.signals import speech_like
 
     if seconds not in cache:
         cache[seconds] = [speech_like(seconds, seed=k) for k in range(N_BASE_CLIPS)]
@@ -87,7 +87,7 @@ def env_info() -> dict:
     out = {"mlx_version": mx.__version__, "default_device": str(mx.default_device()),
            "platform": platform.platform(), "python": platform.python_version(), "cpu_count": os.cpu_count()}
     try:
-        from funasr_nano.platform_info import backend_info
+        from funasr_nano.runtime.platform_info import backend_info
 
         bi = backend_info()
         out.update(backend=bi.get("backend"), device_name=bi.get("device_name"))
@@ -249,7 +249,7 @@ def main(argv=None) -> int:
 
     def dump():
         if args.json:
-            Path(args.json).write_text(json.dumps(_json_safe({"env": env, "meta": meta, "loads": loads, "rows": rows,
+            Path(args.json).write_text(json.dumps(json_safe({"env": env, "meta": meta, "loads": loads, "rows": rows,
                                                               "elapsed_s": time.perf_counter() - t_start}),
                                                   indent=2))
         if args.md:
@@ -257,8 +257,8 @@ def main(argv=None) -> int:
 
     fid_ref = None
     if args.fidelity_tokens and any(v["preset"] != "fp32" for v in variants):
-        from funasr_nano.fidelity import TeacherForcedReference
-        from funasr_nano.test_audio import speech_like
+        from funasr_nano.bench.fidelity import TeacherForcedReference
+        from funasr_nano.synthetic.signals import speech_like
 
         ref_asr = funasr_nano.load(args.model, preset="fp32")
         fid_ref = TeacherForcedReference(ref_asr, speech_like(5.0, seed=11), n_tokens=args.fidelity_tokens)
@@ -267,7 +267,7 @@ def main(argv=None) -> int:
         gc.collect()
         mx.clear_cache()
         meta["fidelity"] = (f"teacher-forced vs fp32 on a 5 s speech-like clip, {args.fidelity_tokens} tokens "
-                            "(funasr_nano.fidelity.teacher_forced_fidelity)")
+                            "(funasr_nano.bench.fidelity.teacher_forced_fidelity)")
 
     # One load per (preset, quantized compute dtype); variants that differ only in other policy
     # fields share it and switch `asr.policy` before each call.
@@ -290,7 +290,7 @@ def main(argv=None) -> int:
                 if asr.plan.name == "fp32":
                     info["fidelity"] = {"top1_agreement": 1.0, "mean_kl": 0.0}
                 else:
-                    from funasr_nano.fidelity import teacher_forced_fidelity
+                    from funasr_nano.bench.fidelity import teacher_forced_fidelity
 
                     fid = teacher_forced_fidelity(None, asr, reference=fid_ref)
                     info["fidelity"] = {k: fid[k] for k in ("top1_agreement", "mean_kl")}

@@ -20,7 +20,7 @@
 #                          rapidfuzz (funasr.metrics.common, imported by sense_voice -> the encoder class)
 #                          soundfile + cffi (funasr.models.fun_asr_nano.model, top level)
 #                          kaldi-native-fbank (fbank fallback when torchaudio does not import)
-#   this project           soundfile, soxr (pyproject dependencies; lazily imported by funasr_nano.audio)
+#   this project           soundfile, soxr (pyproject dependencies; lazily imported by funasr_nano.io.audio)
 #   asv quick suite        asv==0.6.6, asv_runner==0.3.2 (asv.conf.json's matrix pin), json5,
 #                          importlib-metadata 8.7 (asv/__init__; 9+ pulls lazy-importer).
 #                          Not carried: virtualenv (only the virtualenv env type), pympler (only mem_*).

@@ -15,7 +15,7 @@ import re
 import tempfile
 import time
 
-from peerkit.common import dist_version, rss_high_water_bytes
+from tools.peerkit.common import dist_version, rss_high_water_bytes
 
 _BENCH = re.compile(r"funasr_bench:\s+(\S+)\s+([0-9.]+) ms(?:\s+\((\d+) tokens)?")
 

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import time
 
-from peerkit.common import TokenClock, dist_version, rss_high_water_bytes, torch_sync, wrap_forward
+from tools.peerkit.common import TokenClock, dist_version, rss_high_water_bytes, torch_sync, wrap_forward
 
 
 class Runner:
     def __init__(self, ckpt, precision, device):
         import torch
 
-        from reference_harness import _inference_kwargs, fbank_backend, load_reference_model
+        from tests.support.reference_harness import inference_kwargs, fbank_backend, load_reference_model
 
         if precision not in ("fp32", "tf32", "bf16"):
             raise ValueError(f"funasr precision {precision!r}: choose fp32, tf32 or bf16")
@@ -30,7 +30,7 @@ class Runner:
         self.model, self.tok, self.fe = load_reference_model(ckpt)
         self.model.to(device)
         self.fbank = fbank_backend()
-        self._kwargs = _inference_kwargs
+        self._kwargs = inference_kwargs
         self.stage: dict = {}
         wrap_forward(self.model.audio_encoder, device, self.stage)
         wrap_forward(self.model.audio_adaptor, device, self.stage)

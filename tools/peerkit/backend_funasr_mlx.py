@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 
-from peerkit.common import dist_version, mlx_for_peer, rss_high_water_bytes
+from tools.peerkit.common import dist_version, mlx_for_peer, rss_high_water_bytes
 
 
 class Runner:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import time
 
-from peerkit.common import dist_version, rss_high_water_bytes
+from tools.peerkit.common import dist_version, rss_high_water_bytes
 
 
 class Runner:
     def __init__(self, ckpt, preset, device):
-        import funasr_nano  # before mlx.core: gives MLX's Linux CPU backend OpenBLAS (funasr_nano/blas.py)
+        import funasr_nano  # before mlx.core: gives MLX's Linux CPU backend OpenBLAS (funasr_nano/runtime/blas.py)
         import mlx.core as mx
 
         self.mx = mx
@@ -19,7 +19,7 @@ class Runner:
         self.weight_bytes = int(mx.get_active_memory())
 
     def info(self) -> dict:
-        from funasr_nano.platform_info import backend_info
+        from funasr_nano.runtime.platform_info import backend_info
 
         mx = self.mx
         b = backend_info()

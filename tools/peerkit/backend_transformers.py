@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 
-from peerkit.common import TokenClock, dist_version, rss_high_water_bytes, torch_sync, wrap_forward
+from tools.peerkit.common import TokenClock, dist_version, rss_high_water_bytes, torch_sync, wrap_forward
 
 PROMPT = ("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n语音转写："
           "{audio}<|im_end|>\n<|im_start|>assistant\n")

@@ -82,7 +82,7 @@ def mlx_for_peer(device: str, blas: str):
     OpenBLAS is given to MLX's CPU backend first (it must load before mlx.core), then the device."""
     status = None
     if blas == "project":
-        import funasr_nano.blas as fb
+        import funasr_nano.runtime.blas as fb
 
         status = fb.setup()
     import mlx.core as mx

@@ -27,7 +27,7 @@ from pathlib import Path
 
 TOOLS = Path(__file__).resolve().parent.parent
 REPO = TOOLS.parent
-for p in (str(REPO / "tests"), str(TOOLS), str(REPO)):
+for p in (str(REPO),):  # tools.peerkit, tests.support, funasr_nano (when not installed)
     if p not in sys.path:
         sys.path.insert(0, p)
 
@@ -74,7 +74,7 @@ def main(argv=None) -> int:
     runner, load_error = None, None
     t0 = time.perf_counter()
     try:
-        mod = importlib.import_module(f"peerkit.backend_{args.backend}")
+        mod = importlib.import_module(f"tools.peerkit.backend_{args.backend}")
         runner = mod.load(Path(args.form), args.precision, args.device, opts)
     except BaseException as e:  # reported to the parent, which writes it into the row
         load_error = _error(e)

@@ -1,0 +1,1 @@
+"""The network: pure MLX modules whose attribute names mirror the checkpoint keys (mlx-lm style)."""

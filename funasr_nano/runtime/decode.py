@@ -1,0 +1,188 @@
+"""Greedy decoding over a batch of prompt embeddings, with per-row stopping.
+
+Rows are left-padded to a common length; each row gets its own RoPE positions (its first real
+row is position 0, as in the reference's batched path) and pads are masked out as keys.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import mlx.core as mx
+
+from .numerics import check_finite
+
+
+@dataclass(frozen=True)
+class RepetitionGuard:
+    """Stops a row caught in a decoding loop. Off by default: the reference has no such guard.
+
+    A row stops when its last token repeats `max_token_repeats` times in a row, or when an
+    n-gram (2 <= n <= max_ngram) repeats `max_ngram_repeats` times back to back. The repeats
+    beyond the first copy are dropped from the output.
+    """
+
+    max_token_repeats: int = 16
+    max_ngram: int = 8
+    max_ngram_repeats: int = 6
+
+    def check(self, tokens: list[int]) -> int | None:
+        """Return how many trailing tokens to drop if `tokens` ends in a loop, else None."""
+        r = self.max_token_repeats
+        if len(tokens) >= r and len(set(tokens[-r:])) == 1:
+            return r - 1
+        for n in range(2, self.max_ngram + 1):
+            span = n * self.max_ngram_repeats
+            if len(tokens) < span:
+                break
+            tail = tokens[-span:]
+            gram = tail[:n]
+            if len(set(gram)) > 1 and tail == gram * self.max_ngram_repeats:
+                return n * (self.max_ngram_repeats - 1)
+        return None
+
+
+def as_guard(guard) -> RepetitionGuard | None:
+    if guard is None or guard is False:
+        return None
+    if guard is True:
+        return RepetitionGuard()
+    if isinstance(guard, RepetitionGuard):
+        return guard
+    raise TypeError(f"repetition_guard must be None, bool or RepetitionGuard, got {type(guard).__name__}")
+
+
+@dataclass
+class DecodeResult:
+    tokens: list          # per row: generated ids (stop token excluded)
+    stop_reasons: list    # per row: "eos", "max_new_tokens" or "repetition"
+    steps: int            # decoder calls after the prefill
+    prefill_s: float
+    decode_s: float
+    path: str = "growing-cache"  # or "compiled": which decode step ran (asr.policy chose it)
+
+
+def left_pad(rows: list[mx.array]) -> tuple[mx.array, mx.array | None, mx.array | None]:
+    """Stack [S_i, D] rows into [B, S_max, D] left-padded with zeros.
+
+    Returns (embeds, key_valid [B, S_max] bool or None, first positions [B] int32 or None);
+    None when no row is padded, which selects the unmasked fast path.
+    """
+    lengths = [int(r.shape[0]) for r in rows]
+    s_max = max(lengths)
+    if all(n == s_max for n in lengths):
+        return mx.stack(rows), None, None
+    padded = [mx.pad(r, [(s_max - r.shape[0], 0), (0, 0)]) if r.shape[0] < s_max else r for r in rows]
+    pads = mx.array([s_max - n for n in lengths], dtype=mx.int32)
+    valid = mx.arange(s_max)[None, :] >= pads[:, None]
+    return mx.stack(padded), valid, -pads
+
+
+def _prefill_mask(valid: mx.array) -> mx.array:
+    s = valid.shape[1]
+    causal = mx.tril(mx.ones((s, s), dtype=mx.bool_))
+    # A pad row may attend to itself only: keeps its (unused) output finite, so that
+    # multiplying it by a zero attention weight later cannot produce NaN.
+    return (causal[None] & valid[:, None, :]) | mx.eye(s, dtype=mx.bool_)[None]
+
+
+def greedy_decode(asr, embeds, valid, offsets, max_new_tokens, stop_ids, ignore_eos=False,
+                  guard=None) -> DecodeResult:
+    """Greedy decoding for a [B, S, D] batch; see `iter_decode`."""
+    gen = iter_decode(asr, embeds, valid, offsets, max_new_tokens, stop_ids, ignore_eos, guard)
+    while True:
+        try:
+            next(gen)
+        except StopIteration as done:
+            return done.value
+
+
+def iter_decode(asr, embeds: mx.array, valid: mx.array | None, offsets: mx.array | None,
+                max_new_tokens: int, stop_ids, ignore_eos: bool = False, guard=None):
+    """Generator form of greedy decoding: yields (row, token) for each kept token as soon as
+    it is known and returns a DecodeResult."""
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    guard = as_guard(guard)
+    llm = asr.net.llm
+    b, s, _ = embeds.shape
+    cache = asr.new_cache()
+    stop = set(stop_ids)
+
+    t0 = time.perf_counter()
+    if valid is None:
+        h = llm.hidden(embeds.astype(asr.dtype), cache, positions=0, mask="causal" if s > 1 else None)
+    else:
+        h = llm.hidden(embeds.astype(asr.dtype), cache, positions=offsets, mask=_prefill_mask(valid)[:, None])
+    logits = llm.logits(h[:, -1])  # left padding: the last row is real for every batch row
+    check_finite(logits, "logits", asr.preset)  # fp16 overflow -> clear error
+    token = mx.argmax(logits, axis=-1)
+    mx.eval(token)
+    prefill_s = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    tokens = [[] for _ in range(b)]
+    reasons = [None] * b
+    steps = 0
+    n_done = 0
+    fast = max_new_tokens > 1 and asr.policy.use_compiled(b, asr.plan.quantized)
+    if fast:
+        from .cache import StaticKV
+
+        kv = StaticKV(cache, s + max_new_tokens)
+        kv_valid = mx.ones((b, kv.length), dtype=mx.bool_)
+        base_pos = mx.zeros((b,), dtype=mx.int32)
+        if valid is not None:
+            kv_valid[:, :s] = valid
+            base_pos = offsets.astype(mx.int32)
+        step_fn = asr.decode_step_fn()
+        keys, values = kv.keys, kv.values
+        del cache
+    while True:
+        nxt = None
+        if steps + 1 < max_new_tokens:
+            pos = s + steps
+            if fast:
+                nxt, keys, values = step_fn(token.astype(mx.int32), mx.array([pos], dtype=mx.int32), base_pos,
+                                            kv_valid, keys, values)
+            else:
+                if valid is None:
+                    positions, mask = pos, None
+                else:
+                    positions = offsets + pos
+                    valid = mx.concatenate([valid, mx.ones((b, 1), dtype=mx.bool_)], axis=1)
+                    mask = valid[:, None, None, :]
+                h = llm.hidden(llm.embed(token[:, None]), cache, positions=positions, mask=mask)
+                nxt = mx.argmax(llm.logits(h[:, -1]), axis=-1)
+            # Queue the next step before reading this one, so the host never idles the device.
+            mx.async_eval(nxt)
+            steps += 1
+        row_tokens = token.tolist()
+        for i, t in enumerate(row_tokens):
+            if reasons[i] is not None:
+                continue
+            if not ignore_eos and t in stop:
+                reasons[i] = "eos"
+                n_done += 1
+                continue
+            tokens[i].append(t)
+            yield i, t
+            if guard is not None:
+                drop = guard.check(tokens[i])
+                if drop:
+                    del tokens[i][-drop:]
+                    reasons[i] = "repetition"
+                    n_done += 1
+                    continue
+            if len(tokens[i]) >= max_new_tokens:
+                reasons[i] = "max_new_tokens"
+                n_done += 1
+        if n_done == b or nxt is None:
+            break
+        token = nxt
+    if nxt is not None:
+        mx.eval(nxt)
+    decode_s = time.perf_counter() - t0
+    reasons = [r or "max_new_tokens" for r in reasons]
+    return DecodeResult(tokens, reasons, steps, prefill_s, decode_s, "compiled" if fast else "growing-cache")
