@@ -27,7 +27,7 @@
 #   ab       funasr-nano bench policy-ab: each policy choice both ways -> $OUT/policy_ab.{json,md}
 #   peers    tools/peers.py: this project beside funasr, transformers, mlx-audio, funasr-mlx (carry
 #            .peerwhl from tools/gpu/peer_wheels.sh; PEERS_ARGS="--prepare" writes the forms only)
-#            -> $OUT/peers.json, $OUT/peers.md, $OUT/peers.log, $OUT/peer_logs/
+#            -> $OUT/peers.json, $OUT/peers.md, $OUT/peers.log, $OUT/peer_logs.tgz
 #   part1 = mlx check ckpt compare sweep        part2 = mlx check ckpt asv
 #   part3 = mlx check ckpt memory policy         part4 = mlx check ckpt compare ab
 #
@@ -200,8 +200,10 @@ step_peers() {
   # shellcheck disable=SC2086
   timeout "$(( $(left) - 10 ))" "$PY" tools/peers.py --model "$CKPT" --device "$dev" --seconds 10 --tokens 40 \
     --repeats 3 --memory-budget-gb 100 "${sites[@]}" --json "$OUT/peers.json" --md "$OUT/peers.md" \
-    --log-dir "$OUT/peer_logs" ${PEERS_ARGS:-} 2>&1 | grep --line-buffered -Ev "$NOISE" | tee "$OUT/peers.log"
+    --log-dir "$STASH/peer_logs" ${PEERS_ARGS:-} 2>&1 | grep --line-buffered -Ev "$NOISE" | tee "$OUT/peers.log"
   log "peers exit ${PIPESTATUS[0]}"
+  # one tarball: $OUT returns at most 8 files, and there is one worker log per row (16 on CUDA)
+  [ -d "$STASH/peer_logs" ] && tar czf "$OUT/peer_logs.tgz" -C "$STASH" peer_logs
 }
 
 step_asv() {

@@ -18,13 +18,22 @@ class Runner:
         self.preset = preset
         self.weight_bytes = int(mx.get_active_memory())
 
+    @staticmethod
+    def version() -> str:
+        """The installed distribution's version, or the package's own where it runs from a source tree
+        on PYTHONPATH (the lent GPU machine), which pip metadata does not know about."""
+        import funasr_nano
+
+        v = dist_version("funasr-nano-mlx")
+        return v if v != "absent" else f"{funasr_nano.__version__} (source tree)"
+
     def info(self) -> dict:
         from funasr_nano.runtime.platform_info import backend_info
 
         mx = self.mx
         b = backend_info()
         return {"impl": "funasr_nano (this project)", "runtime": f"MLX {mx.__version__}",
-                "version": dist_version("funasr-nano-mlx"), "mlx": mx.__version__,
+                "version": self.version(), "mlx": mx.__version__,
                 "backend": b.get("backend"), "device": b.get("device_name") or b.get("device"),
                 "blas": b.get("blas"), "precision": self.preset, "weight_bytes": self.weight_bytes,
                 "eos_short": "EOS ignored (argmax kept)", "eos": "ignored: transcribe(ignore_eos=True) keeps the argmax and decodes on (the PyTorch rows mask "
