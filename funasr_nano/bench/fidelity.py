@@ -226,7 +226,7 @@ def transcription_memory(asr, audio, **transcribe_kwargs) -> dict:
     active = int(mx.get_active_memory())
     res, peak = peak_memory_of(asr.transcribe, audio, **transcribe_kwargs)
     return {"weight_bytes": weight_bytes(asr.net), "active_before": active, "peak_bytes": peak,
-            "transient_peak_bytes": peak - active, "preset": getattr(asr, "preset", None),
+            "transient_peak_bytes": peak - active, "preset": asr.preset,
             "result": res}
 
 

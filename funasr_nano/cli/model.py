@@ -15,22 +15,12 @@ def check_preset(preset):
     """Validate a precision preset name early (exit 2 on an unknown one)."""
     if preset is None:
         return None
-    try:
-        from ..precision.plan import parse_preset
-    except ImportError:  # presets not available in this build: plain dtype names only
-        from ..runtime.asr import DTYPES
+    from ..precision.plan import PRESETS, parse_preset
 
-        if str(preset).lower() not in DTYPES:
-            raise CLIError(EXIT_USAGE, f"unknown preset {preset!r}; choose one of {sorted(set(DTYPES))}") from None
-        return preset
     try:
         parse_preset(preset)
     except (ValueError, KeyError) as e:
-        try:
-            from ..precision.plan import PRESETS
-            known = f"; presets: {', '.join(PRESETS)} (see funasr_nano.precision for the grammar)"
-        except ImportError:
-            known = ""
+        known = f"; presets: {', '.join(PRESETS)} (see funasr_nano.precision.plan for the grammar)"
         msg = _one_line(e).rstrip(".")
         if repr(preset) not in msg:
             msg = f"unknown preset {preset!r}: {msg}"
@@ -93,12 +83,11 @@ def load_model(args):
         if _debug_env() or getattr(args, "debug", False):
             raise
         raise CLIError(EXIT_MODEL, f"cannot load model {src}: {type(e).__name__}: {' '.join(str(e).split())}") from e
-    asr.preset = getattr(asr, "preset", None) or preset
     return asr, time.perf_counter() - t0
 
 
 def synthetic_banner(asr) -> None:
-    if getattr(asr, "synthetic", False):
+    if asr.synthetic:
         from ..io.formats import SYNTHETIC_NOTE
 
         print(f"{PROG}: NOTE: {SYNTHETIC_NOTE}", file=sys.stderr, flush=True)

@@ -36,12 +36,12 @@ def _finish_file(r, trs, segs, long_audio: bool) -> None:
 def _share_timings(r, tr, seg_seconds: float) -> None:
     from ..runtime.asr import STAGES
 
-    batch_audio = getattr(tr, "batch_audio_seconds", 0.0) or tr.audio_seconds or 1.0
+    batch_audio = tr.batch_audio_seconds or tr.audio_seconds or 1.0
     share = seg_seconds / batch_audio if batch_audio else 1.0
     for k in STAGES:
         if k in tr.timings:
             r.timings[k] = r.timings.get(k, 0.0) + tr.timings[k] * share
-    r.batch_sizes.append(getattr(tr, "batch_size", 1))
+    r.batch_sizes.append(tr.batch_size)
 
 
 def run_batch(asr, wavs, opts):
@@ -211,10 +211,40 @@ def _unique_out_path(out_dir: Path, path: str, ext: str, used: set) -> Path:
 
 
 def cmd_transcribe(args) -> int:
-    from ..io import formats
-    from ..io.audio import audio_duration
-
     language = check_language(args.language)
+    _check_options(args)
+    files, bad = expand_inputs(args.files)
+    if args.format in ("srt", "vtt") and len(files) > 1 and not args.output_dir:
+        raise CLIError(EXIT_USAGE, f"{args.format} output holds one file; {len(files)} inputs need --output-dir")
+    good, durations = _probe_durations(files, bad)
+    for r in bad:
+        _err(r.error)
+    out_dir = _output_dir(args)
+    asr, load_s = load_model(args) if good else (None, 0.0)
+    if asr is not None:
+        synthetic_banner(asr)
+    meta = {"model": asr.source if asr else None, "preset": asr.preset if asr else None,
+            "language": language, "load_seconds": round(load_s, 3)}
+    out = _Outputs(args, out_dir, meta, bool(asr and asr.synthetic))
+    results: list = []
+    if good and args.stream:
+        results = _transcribe_streamed(asr, good, args, language, out)
+    elif good:
+        results = _transcribe_batched(asr, good, durations, args, language, out)
+
+    # Outputs: every input in the order given (bad specs included in JSON as errors).
+    by_path = {r.path: r for r in results}
+    ordered = [by_path[f] for f in good if f in by_path]
+    everything = ordered + bad
+    if not args.stream and out_dir is None:
+        out.write_document(everything if args.format == "json" else ordered)
+    n_failed = sum(1 for r in everything if not r.ok)
+    if n_failed and len(everything) > 1:
+        _note(f"{n_failed} of {len(everything)} inputs failed")
+    return EXIT_FILES if n_failed else EXIT_OK
+
+
+def _check_options(args) -> None:
     if args.stream and args.format != "text":
         raise CLIError(EXIT_USAGE, "--stream prints text as it decodes; it needs --format text")
     if args.output and args.output_dir:
@@ -223,11 +253,13 @@ def cmd_transcribe(args) -> int:
         raise CLIError(EXIT_USAGE, "--synthetic and --model are mutually exclusive")
     check_preset(args.preset)
 
-    files, bad = expand_inputs(args.files)
-    if args.format in ("srt", "vtt") and len(files) > 1 and not args.output_dir:
-        raise CLIError(EXIT_USAGE, f"{args.format} output holds one file; {len(files)} inputs need --output-dir")
 
-    # Probe durations from the headers: bad files fail here, cheaply, before the model loads.
+def _probe_durations(files, bad: list) -> tuple[list, list]:
+    """Durations from the headers: bad files fail here, cheaply, before the model loads (they are
+    appended to ``bad``)."""
+    from ..io import formats
+    from ..io.audio import audio_duration
+
     good, durations = [], []
     for f in files:
         try:
@@ -235,83 +267,83 @@ def cmd_transcribe(args) -> int:
             good.append(f)
         except Exception as e:
             bad.append(formats.FileResult(f, error=_file_error(f, e)))
-    for r in bad:
-        _err(r.error)
+    return good, durations
 
-    results: list = []
-    asr = None
-    load_s = 0.0
+
+def _output_dir(args) -> Path | None:
     out_dir = Path(args.output_dir) if args.output_dir else None
     if out_dir:
         try:
             out_dir.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise CLIError(EXIT_USAGE, f"cannot create --output-dir {out_dir}: {e.strerror or e}") from e
-    if good:
-        asr, load_s = load_model(args)
-        synthetic_banner(asr)
-    meta = {"model": getattr(asr, "source", None), "preset": getattr(asr, "preset", None),
-            "language": language, "load_seconds": round(load_s, 3)}
-    synthetic = bool(getattr(asr, "synthetic", False))
+    return out_dir
 
-    written: set = set()
 
-    def write_one(r):
-        if out_dir is not None and r.ok:
-            path = _unique_out_path(out_dir, r.path, formats.EXTENSIONS[args.format], written)
+class _Outputs:
+    """Where results go: one file per input (``--output-dir``) as each finishes, or one document."""
+
+    def __init__(self, args, out_dir, meta: dict, synthetic: bool):
+        self.args, self.out_dir, self.meta, self.synthetic = args, out_dir, meta, synthetic
+        self.written: set = set()
+
+    def write_one(self, r) -> None:
+        from ..io import formats
+
+        if self.out_dir is not None and r.ok:
+            fmt = self.args.format
+            path = _unique_out_path(self.out_dir, r.path, formats.EXTENSIONS[fmt], self.written)
             try:
-                path.write_text(formats.render_one(r, args.format, meta, synthetic), encoding="utf-8")
+                path.write_text(formats.render_one(r, fmt, self.meta, self.synthetic), encoding="utf-8")
             except OSError as e:
                 r.error = f"{r.path}: cannot write {path}: {e.strerror or e}"
                 _err(r.error)
 
-    def emit_file(r):
+    def file_done(self, r) -> None:
         if r.ok:
-            _report_file_warnings(r, args.max_new_tokens)
+            _report_file_warnings(r, self.args.max_new_tokens)
         else:
             _err(r.error)
-        write_one(r)
+        self.write_one(r)
 
-    if good and args.stream:
-        out = _open_output(args.output)
-        try:
-            results = stream_files(asr, good, args, language, out)
-        finally:
-            if out is not sys.stdout:
-                out.close()
-        for r in results:  # --stream printed the text (and errors) already
-            if r.ok:
-                _report_file_warnings(r, args.max_new_tokens)
-            write_one(r)
-    elif good:
-        show = args.progress if args.progress is not None else (len(good) > 1 and sys.stderr.isatty())
-        progress = Progress(len(good), sum(durations), bool(show))
-
-        def done(r):
-            if show and not r.ok:
-                sys.stderr.write("\n")
-            emit_file(r)
-            progress.update(1, r.duration if r.ok else 0.0)
+    def write_document(self, results) -> None:
+        from ..io import formats
 
         try:
-            results = transcribe_files(asr, good, durations, args, language, on_file_done=done)
-        finally:
-            progress.close()
-
-    # Outputs: every input in the order given (bad specs included in JSON as errors).
-    by_path = {r.path: r for r in results}
-    ordered = [by_path[f] for f in good if f in by_path]
-    everything = ordered + bad
-    if not args.stream and out_dir is None:
-        try:
-            doc = formats.render(everything if args.format == "json" else ordered, args.format, meta, synthetic)
+            doc = formats.render(results, self.args.format, self.meta, self.synthetic)
         except ValueError as e:
             raise CLIError(EXIT_USAGE, str(e)) from e
-        _write_output(args.output, doc)
-    n_failed = sum(1 for r in everything if not r.ok)
-    if n_failed and len(everything) > 1:
-        _note(f"{n_failed} of {len(everything)} inputs failed")
-    return EXIT_FILES if n_failed else EXIT_OK
+        _write_output(self.args.output, doc)
+
+
+def _transcribe_streamed(asr, files, args, language, out: _Outputs) -> list:
+    stream = _open_output(args.output)
+    try:
+        results = stream_files(asr, files, args, language, stream)
+    finally:
+        if stream is not sys.stdout:
+            stream.close()
+    for r in results:  # --stream printed the text (and errors) already
+        if r.ok:
+            _report_file_warnings(r, args.max_new_tokens)
+        out.write_one(r)
+    return results
+
+
+def _transcribe_batched(asr, files, durations, args, language, out: _Outputs) -> list:
+    show = args.progress if args.progress is not None else (len(files) > 1 and sys.stderr.isatty())
+    progress = Progress(len(files), sum(durations), bool(show))
+
+    def done(r):
+        if show and not r.ok:
+            sys.stderr.write("\n")
+        out.file_done(r)
+        progress.update(1, r.duration if r.ok else 0.0)
+
+    try:
+        return transcribe_files(asr, files, durations, args, language, on_file_done=done)
+    finally:
+        progress.close()
 
 
 def _open_output(path):

@@ -57,7 +57,7 @@ def save_quantized(asr, out_dir) -> Path:
         for p in src_llm.iterdir():
             if p.is_file() and not p.name.endswith(_WEIGHT_SUFFIXES):
                 shutil.copy2(p, dst_llm / p.name)
-    if not (dst_llm / "config.json").is_file() or getattr(asr, "checkpoint_form", "official") != "official":
+    if not (dst_llm / "config.json").is_file() or asr.checkpoint_form != "official":
         # other forms keep the Qwen3 config inside their own config.json (copied above as is)
         with open(dst_llm / "config.json", "w", encoding="utf-8") as f:
             json.dump(asr.cfg.raw["config.json"], f, indent=2)

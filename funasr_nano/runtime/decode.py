@@ -105,12 +105,45 @@ def iter_decode(asr, embeds: mx.array, valid: mx.array | None, offsets: mx.array
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     guard = as_guard(guard)
-    llm = asr.net.llm
     b, s, _ = embeds.shape
     cache = asr.new_cache()
     stop = set(stop_ids)
 
     t0 = time.perf_counter()
+    token = _prefill(asr, embeds, valid, offsets, cache)
+    prefill_s = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    tokens = [[] for _ in range(b)]
+    reasons = [None] * b
+    steps = n_done = 0
+    if max_new_tokens > 1 and asr.policy.use_compiled(b, asr.plan.quantized):
+        step = _CompiledStep(asr, cache, valid, offsets, s + max_new_tokens)
+    else:
+        step = _GrowingStep(asr.net.llm, cache, valid, offsets)
+    del cache  # the compiled step copied it into its fixed buffers
+    while True:
+        nxt = None
+        if steps + 1 < max_new_tokens:
+            nxt = step(token, s + steps)
+            # Queue the next step before reading this one, so the host never idles the device.
+            mx.async_eval(nxt)
+            steps += 1
+        n_done += yield from _keep(token.tolist(), tokens, reasons, stop, ignore_eos, guard, max_new_tokens)
+        if n_done == b or nxt is None:
+            break
+        token = nxt
+    if nxt is not None:
+        mx.eval(nxt)
+    decode_s = time.perf_counter() - t0
+    reasons = [r or "max_new_tokens" for r in reasons]
+    return DecodeResult(tokens, reasons, steps, prefill_s, decode_s, step.path)
+
+
+def _prefill(asr, embeds, valid, offsets, cache) -> mx.array:
+    """The prompt through the decoder into ``cache``; the first token of every row (evaluated)."""
+    llm = asr.net.llm
+    s = embeds.shape[1]
     if valid is None:
         h = llm.hidden(embeds.astype(asr.dtype), cache, positions=0, mask="causal" if s > 1 else None)
     else:
@@ -119,70 +152,74 @@ def iter_decode(asr, embeds: mx.array, valid: mx.array | None, offsets: mx.array
     check_finite(logits, "logits", asr.preset)  # fp16 overflow -> clear error
     token = mx.argmax(logits, axis=-1)
     mx.eval(token)
-    prefill_s = time.perf_counter() - t0
+    return token
 
-    t0 = time.perf_counter()
-    tokens = [[] for _ in range(b)]
-    reasons = [None] * b
-    steps = 0
-    n_done = 0
-    fast = max_new_tokens > 1 and asr.policy.use_compiled(b, asr.plan.quantized)
-    if fast:
+
+class _GrowingStep:
+    """One token per call through the growing key/value cache (mlx-lm's loop)."""
+
+    path = "growing-cache"
+
+    def __init__(self, llm, cache, valid, offsets):
+        self.llm, self.cache, self.valid, self.offsets = llm, cache, valid, offsets
+
+    def __call__(self, token: mx.array, pos: int) -> mx.array:
+        if self.valid is None:
+            positions, mask = pos, None
+        else:
+            positions = self.offsets + pos
+            self.valid = mx.concatenate([self.valid, mx.ones((self.valid.shape[0], 1), dtype=mx.bool_)], axis=1)
+            mask = self.valid[:, None, None, :]
+        h = self.llm.hidden(self.llm.embed(token[:, None]), self.cache, positions=positions, mask=mask)
+        return mx.argmax(self.llm.logits(h[:, -1]), axis=-1)
+
+
+class _CompiledStep:
+    """One token per call through the compiled fixed-buffer step (`compiled_step`), the prefill's
+    cache copied into buffers of ``max_len`` positions."""
+
+    path = "compiled"
+
+    def __init__(self, asr, cache, valid, offsets, max_len: int):
         from .cache import StaticKV
 
-        kv = StaticKV(cache, s + max_new_tokens)
-        kv_valid = mx.ones((b, kv.length), dtype=mx.bool_)
-        base_pos = mx.zeros((b,), dtype=mx.int32)
+        kv = StaticKV(cache, max_len)
+        b, s = cache[0].state[0].shape[0], cache[0].offset
+        self.kv_valid = mx.ones((b, kv.length), dtype=mx.bool_)
+        self.base_pos = mx.zeros((b,), dtype=mx.int32)
         if valid is not None:
-            kv_valid[:, :s] = valid
-            base_pos = offsets.astype(mx.int32)
-        step_fn = asr.decode_step_fn()
-        keys, values = kv.keys, kv.values
-        del cache
-    while True:
-        nxt = None
-        if steps + 1 < max_new_tokens:
-            pos = s + steps
-            if fast:
-                nxt, keys, values = step_fn(token.astype(mx.int32), mx.array([pos], dtype=mx.int32), base_pos,
-                                            kv_valid, keys, values)
-            else:
-                if valid is None:
-                    positions, mask = pos, None
-                else:
-                    positions = offsets + pos
-                    valid = mx.concatenate([valid, mx.ones((b, 1), dtype=mx.bool_)], axis=1)
-                    mask = valid[:, None, None, :]
-                h = llm.hidden(llm.embed(token[:, None]), cache, positions=positions, mask=mask)
-                nxt = mx.argmax(llm.logits(h[:, -1]), axis=-1)
-            # Queue the next step before reading this one, so the host never idles the device.
-            mx.async_eval(nxt)
-            steps += 1
-        row_tokens = token.tolist()
-        for i, t in enumerate(row_tokens):
-            if reasons[i] is not None:
-                continue
-            if not ignore_eos and t in stop:
-                reasons[i] = "eos"
+            self.kv_valid[:, :s] = valid
+            self.base_pos = offsets.astype(mx.int32)
+        self.step_fn = asr.decode_step_fn()
+        self.keys, self.values = kv.keys, kv.values
+
+    def __call__(self, token: mx.array, pos: int) -> mx.array:
+        nxt, self.keys, self.values = self.step_fn(token.astype(mx.int32), mx.array([pos], dtype=mx.int32),
+                                                   self.base_pos, self.kv_valid, self.keys, self.values)
+        return nxt
+
+
+def _keep(row_tokens, tokens, reasons, stop, ignore_eos, guard, max_new_tokens):
+    """Append one step's token to every live row (yielding (row, token) for each kept one), stop
+    rows at EOS, a repetition or the length limit; returns how many rows stopped."""
+    n_done = 0
+    for i, t in enumerate(row_tokens):
+        if reasons[i] is not None:
+            continue
+        if not ignore_eos and t in stop:
+            reasons[i] = "eos"
+            n_done += 1
+            continue
+        tokens[i].append(t)
+        yield i, t
+        if guard is not None:
+            drop = guard.check(tokens[i])
+            if drop:
+                del tokens[i][-drop:]
+                reasons[i] = "repetition"
                 n_done += 1
                 continue
-            tokens[i].append(t)
-            yield i, t
-            if guard is not None:
-                drop = guard.check(tokens[i])
-                if drop:
-                    del tokens[i][-drop:]
-                    reasons[i] = "repetition"
-                    n_done += 1
-                    continue
-            if len(tokens[i]) >= max_new_tokens:
-                reasons[i] = "max_new_tokens"
-                n_done += 1
-        if n_done == b or nxt is None:
-            break
-        token = nxt
-    if nxt is not None:
-        mx.eval(nxt)
-    decode_s = time.perf_counter() - t0
-    reasons = [r or "max_new_tokens" for r in reasons]
-    return DecodeResult(tokens, reasons, steps, prefill_s, decode_s, "compiled" if fast else "growing-cache")
+        if len(tokens[i]) >= max_new_tokens:
+            reasons[i] = "max_new_tokens"
+            n_done += 1
+    return n_done
