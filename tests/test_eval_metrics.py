@@ -93,3 +93,15 @@ def test_error_counts_dict():
     assert d == {"hits": 4, "substitutions": 1, "deletions": 1, "insertions": 0, "ref_units": 6,
                  "errors": 2, "rate": pytest.approx(2 / 6)}
     assert ErrorCounts().to_dict()["rate"] is None
+
+
+def test_one_cer_for_a_pair_and_a_corpus():
+    """The per-clip CER (bench.fidelity.compare_transcripts reports it) is the corpus CER of one pair:
+    whitespace does not count, so a spacing difference costs nothing."""
+    from funasr_nano.evaluation.metrics import cer
+
+    assert cer("ab cd", "abcd") == 0.0 == error_rate(["ab cd"], ["abcd"], "cer")
+    assert cer("abcd", "abed") == 0.25 == error_rate(["abcd"], ["abed"], "cer")
+    assert cer("abc", "abc") == 0.0 and cer("abc", "") == 1.0 and cer("ab", "abcd") == 1.0
+    assert cer(" 你好世界 ", "你好世界") == 0.0 and cer("你好世界", "你好") == 0.5
+    assert cer("", "") == 0.0 and cer("  ", "") == 0.0 and cer("", "x") == 1.0  # empty reference: 0 or 1

@@ -3,9 +3,8 @@
 * `teacher_forced_fidelity`: greedy-decode a pinned number of tokens with the reference, then
   feed both models the same prompt + reference tokens in one pass and compare the next-token
   distributions at every decoded position: top-1 agreement and KL(ref || candidate).
-* `compare_transcripts`: free-running transcripts of both models and their character error rate.
-* `cer`: character error rate (jiwer when installed, else a local Levenshtein with the same
-  conventions).
+* `compare_transcripts`: free-running transcripts of both models and their character error rate
+  (the package's one CER, `funasr_nano.evaluation.metrics.cer`: jiwer, whitespace removed).
 * `peak_memory_of`: MLX peak memory of one call (mx.reset_peak_memory / mx.get_peak_memory).
 
 Both models must be given the same audio; each runs its own frontend/encoder/adaptor, so the
@@ -118,56 +117,22 @@ def teacher_forced_fidelity(ref_asr, cand_asr, audio=None, n_tokens: int = 32, s
     out["ref_greedy_agreement"] = reference.greedy_agreement
     out["tokens"] = list(reference.tokens)
     out["ref_preset"] = reference.preset
-    out["cand_preset"] = getattr(cand_asr, "preset", None)
+    out["cand_preset"] = cand_asr.preset
     return out
-
-
-# --------------------------------------------------------------------------------------------
-# character error rate
-# --------------------------------------------------------------------------------------------
-
-
-def edit_distance(a, b) -> int:
-    """Levenshtein distance between two sequences (unit costs)."""
-    if len(a) < len(b):
-        a, b = b, a
-    prev = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        cur = [i]
-        for j, cb in enumerate(b, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
-        prev = cur
-    return prev[-1]
-
-
-def cer(ref_text: str, hyp_text: str) -> float:
-    """Character error rate: edit distance over characters / len(reference).
-
-    Leading/trailing whitespace is stripped, inner spaces count as characters (jiwer's
-    `cer` conventions; jiwer is used when installed). An empty reference gives 0.0 for an empty
-    hypothesis and 1.0 otherwise (CER is undefined there; 1.0 = "everything wrong").
-    """
-    ref, hyp = (ref_text or "").strip(), (hyp_text or "").strip()
-    if not ref:
-        return 0.0 if not hyp else 1.0
-    try:
-        import jiwer
-    except ImportError:
-        jiwer = None
-    if jiwer is not None:
-        return float(jiwer.cer(ref, hyp))
-    return edit_distance(ref, hyp) / len(ref)
 
 
 def compare_transcripts(ref_asr, cand_asr, audio, max_new_tokens: int = 128, ignore_eos: bool = False,
                         **transcribe_kwargs) -> dict:
-    """Transcribe `audio` with both models (greedy, free-running) and compare.
+    """Transcribe `audio` with both models (greedy, free-running) and compare (needs jiwer: the
+    ``bench`` or ``eval`` extra).
 
     Returns ``cer`` (candidate vs reference text), ``cer_tn`` (same on the normalized texts),
     ``exact`` (identical token lists), ``token_agreement`` (fraction of positions, over the
     longer list, where the tokens are equal), ``first_divergence`` (index of the first differing
     token or None), both texts and both token lists.
     """
+    from ..evaluation.metrics import cer
+
     r = ref_asr.transcribe(audio, max_new_tokens=max_new_tokens, ignore_eos=ignore_eos, **transcribe_kwargs)
     c = cand_asr.transcribe(audio, max_new_tokens=max_new_tokens, ignore_eos=ignore_eos, **transcribe_kwargs)
     n = max(len(r.tokens), len(c.tokens))
@@ -231,4 +196,4 @@ def transcription_memory(asr, audio, **transcribe_kwargs) -> dict:
 
 
 __all__ = ["teacher_forced_fidelity", "TeacherForcedReference", "teacher_forced_logits", "distribution_stats", "prompt_embeddings",
-           "compare_transcripts", "cer", "edit_distance", "peak_memory_of", "transcription_memory"]
+           "compare_transcripts", "peak_memory_of", "transcription_memory"]

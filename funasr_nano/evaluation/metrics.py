@@ -117,3 +117,13 @@ def corpus_counts(per_utt: list[ErrorCounts], empty_references: str = "skip") ->
 def error_rate(refs: list[str], hyps: list[str], metric: str = "wer", empty_references: str = "skip") -> float:
     """Corpus-level WER or CER of normalised texts (a float; NaN when no reference unit)."""
     return corpus_counts(utterance_counts(refs, hyps, metric), empty_references).rate
+
+
+def cer(ref: str, hyp: str) -> float:
+    """Character error rate of one pair, counted as `error_rate(..., "cer")` counts a corpus
+    (whitespace removed). An empty reference gives 0.0 for an empty hypothesis and 1.0 otherwise
+    (the rate is undefined there; 1.0 = everything wrong), so a per-clip comparison always has a number."""
+    counts = utterance_counts([ref or ""], [hyp or ""], "cer")[0]
+    if not counts.ref_units:
+        return 0.0 if not counts.insertions else 1.0
+    return counts.rate
