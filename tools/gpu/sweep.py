@@ -198,6 +198,7 @@ def parse_variants(args) -> list[dict]:
 
 
 def _parse_args(argv):
+    """The command line (one linear argparse definition; see the module docstring)."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", required=True, help="checkpoint directory")
     ap.add_argument("--preset", action="append", default=None, help="precision preset(s) (default bf16, q4, fp32)")
