@@ -154,26 +154,12 @@ def time_mlx(ckpt, wav, tokens, preset, repeats, env):
     return _rates(row, len(wav) / 16000.0)
 
 
-def reference_rows(ckpt, wav, tokens, device, repeats, dtypes):
-    """Rows for the official PyTorch implementation, one per reference dtype (one loaded model)."""
+def _timed_runner(model, tok, fe, audio, sync):
+    """Wrap the reference's generate() and its encoder/adaptor forwards with synchronized timers ->
+    (run, the original generate). ``run(inference kwargs)`` -> (wall s, last generate s,
+    encoder+adaptor s, generated ids, inference result)."""
     import torch
 
-    from tests.support.reference_harness import inference_kwargs, fbank_backend, library_versions, load_reference_model
-
-    cuda = device.startswith("cuda")
-
-    def sync():
-        if cuda:
-            torch.cuda.synchronize()
-
-    t0 = time.perf_counter()
-    model, tok, fe = load_reference_model(ckpt)
-    model.to(device)
-    sync()
-    load_s = time.perf_counter() - t0
-    audio = torch.from_numpy(wav.copy())
-
-    # generate() wall times and ids; encoder/adaptor forward times (synchronized)
     gen_rec: list = []
     stage_rec: dict = {"encoder": 0.0}
     orig_gen = model.llm.generate
@@ -215,6 +201,111 @@ def reference_rows(ckpt, wav, tokens, device, repeats, dtypes):
         g_s, ids = gen_rec[-1]
         return wall, g_s, stage_rec["encoder"], ids, res
 
+    return run, orig_gen
+
+
+def _peak_bytes(cuda: bool) -> int:
+    """Peak CUDA memory allocated, else (CPU) the process's resident set; 0 without psutil."""
+    import torch
+
+    if cuda:
+        return torch.cuda.max_memory_allocated()
+    try:
+        import psutil
+
+        return psutil.Process().memory_info().rss
+    except Exception:
+        return 0
+
+
+def _reference_row(model, run, dtype, *, device, tokens, repeats, load_s, seconds) -> dict:
+    """Time one reference precision: warm-up, then `repeats` runs of generate(N) and of generate(1)
+    (ms/token is their difference); the TF32 flags must already be set for `dtype`."""
+    import torch
+
+    from tests.support.reference_harness import inference_kwargs
+
+    cuda = device.startswith("cuda")
+    llm_dtype = "bf16" if dtype == "bf16" else "fp32"
+
+    def kwargs(n):
+        kw = inference_kwargs(model, None, None, True, n, "")
+        kw["device"] = device
+        kw["llm_dtype"] = llm_dtype  # read by funasr's inference_llm (casts the LLM, autocast)
+        kw["llm_kwargs"] = {"min_new_tokens": n}
+        return kw
+
+    kw_n, kw_1 = kwargs(tokens), kwargs(1)
+    run(kw_n)  # warm-up (also performs the bf16 cast)
+    run(kw_1)
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    full = [run(kw_n) for _ in range(repeats)]
+    one = [run(kw_1) for _ in range(repeats)]
+    best = min(full, key=lambda x: x[0])
+    g_n = min(x[1] for x in full)
+    g_1 = min(x[1] for x in one)
+    n = int(best[3].shape[-1])
+    peak = _peak_bytes(cuda)
+    row = {
+        "impl": f"PyTorch {torch.__version__} funasr reference ({device}"
+                + (f", {torch.cuda.get_device_name(0)}" if cuda else "") + ")",
+        "side": "reference",
+        "precision": dtype,
+        "load_s": load_s,
+        "end_to_end_s": best[0],
+        "end_to_end_all_s": [x[0] for x in full],
+        "frontend_s": float("nan"),
+        "encoder_s": best[2],
+        "prefill_s": g_1,
+        "generate_s": g_n,
+        "ms_per_token": 1000.0 * (g_n - g_1) / max(n - 1, 1),
+        "tokens": n,
+        "peak_bytes": int(peak),
+        "token_ids": [int(t) for t in best[3][0].tolist()],
+        "text": best[4][0].get("text", ""),
+        "tf32_matmul": bool(torch.backends.cuda.matmul.allow_tf32),
+        "tf32_cudnn": bool(torch.backends.cudnn.allow_tf32),
+    }
+    return _rates(row, seconds)
+
+
+def _reference_env(device: str) -> dict:
+    """The reference side's environment: torch, CUDA, the fbank backend, library versions, threads."""
+    import torch
+
+    from tests.support.reference_harness import fbank_backend, library_versions
+
+    env = {"torch": torch.__version__, "cuda_available": bool(torch.cuda.is_available()),
+           "device": device, "fbank_backend": fbank_backend(), "versions": library_versions(),
+           "threads": torch.get_num_threads()}
+    if device.startswith("cuda"):
+        env["device_name"] = torch.cuda.get_device_name(0)
+        env["cuda"] = torch.version.cuda
+    return env
+
+
+def reference_rows(ckpt, wav, tokens, device, repeats, dtypes):
+    """Rows for the official PyTorch implementation, one per reference dtype (one loaded model)."""
+    import torch
+
+    from tests.support.reference_harness import load_reference_model
+
+    cuda = device.startswith("cuda")
+
+    def sync():
+        if cuda:
+            torch.cuda.synchronize()
+
+    t0 = time.perf_counter()
+    model, tok, fe = load_reference_model(ckpt)
+    model.to(device)
+    sync()
+    load_s = time.perf_counter() - t0
+    audio = torch.from_numpy(wav.copy())
+    # generate() wall times and ids; encoder/adaptor forward times (synchronized)
+    run, orig_gen = _timed_runner(model, tok, fe, audio, sync)
+
     rows = []
     for dtype in dtypes:
         if dtype not in REFERENCE_DTYPES:
@@ -225,63 +316,10 @@ def reference_rows(ckpt, wav, tokens, device, repeats, dtypes):
             torch.backends.cudnn.allow_tf32 = True
         if dtype != "bf16" and model.llm.dtype != torch.float32:
             raise RuntimeError("run the bf16 reference last: funasr casts the LLM to bf16 in place")
-        llm_dtype = "bf16" if dtype == "bf16" else "fp32"
-
-        def kwargs(n):
-            kw = inference_kwargs(model, None, None, True, n, "")
-            kw["device"] = device
-            kw["llm_dtype"] = llm_dtype  # read by funasr's inference_llm (casts the LLM, autocast)
-            kw["llm_kwargs"] = {"min_new_tokens": n}
-            return kw
-
-        kw_n, kw_1 = kwargs(tokens), kwargs(1)
-        run(kw_n)  # warm-up (also performs the bf16 cast)
-        run(kw_1)
-        if cuda:
-            torch.cuda.reset_peak_memory_stats()
-        full = [run(kw_n) for _ in range(repeats)]
-        one = [run(kw_1) for _ in range(repeats)]
-        best = min(full, key=lambda x: x[0])
-        g_n = min(x[1] for x in full)
-        g_1 = min(x[1] for x in one)
-        n = int(best[3].shape[-1])
-        if cuda:
-            peak = torch.cuda.max_memory_allocated()
-        else:
-            try:
-                import psutil
-
-                peak = psutil.Process().memory_info().rss
-            except Exception:
-                peak = 0
-        row = {
-            "impl": f"PyTorch {torch.__version__} funasr reference ({device}"
-                    + (f", {torch.cuda.get_device_name(0)}" if cuda else "") + ")",
-            "side": "reference",
-            "precision": dtype,
-            "load_s": load_s,
-            "end_to_end_s": best[0],
-            "end_to_end_all_s": [x[0] for x in full],
-            "frontend_s": float("nan"),
-            "encoder_s": best[2],
-            "prefill_s": g_1,
-            "generate_s": g_n,
-            "ms_per_token": 1000.0 * (g_n - g_1) / max(n - 1, 1),
-            "tokens": n,
-            "peak_bytes": int(peak),
-            "token_ids": [int(t) for t in best[3][0].tolist()],
-            "text": best[4][0].get("text", ""),
-            "tf32_matmul": bool(torch.backends.cuda.matmul.allow_tf32),
-            "tf32_cudnn": bool(torch.backends.cudnn.allow_tf32),
-        }
-        rows.append(_rates(row, len(wav) / 16000.0))
+        rows.append(_reference_row(model, run, dtype, device=device, tokens=tokens, repeats=repeats,
+                                   load_s=load_s, seconds=len(wav) / 16000.0))
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = prev_tf32
-    env = {"torch": torch.__version__, "cuda_available": bool(torch.cuda.is_available()),
-           "device": device, "fbank_backend": fbank_backend(), "versions": library_versions(),
-           "threads": torch.get_num_threads()}
-    if cuda:
-        env["device_name"] = torch.cuda.get_device_name(0)
-        env["cuda"] = torch.version.cuda
+    env = _reference_env(device)
     model.llm.generate = orig_gen
     return rows, env
 
@@ -293,7 +331,8 @@ def _first_divergence(a: list, b: list) -> int | None:
     return None if len(a) == len(b) else min(len(a), len(b))
 
 
-def main(argv=None) -> int:
+def _parse_args(argv):
+    """-> (arguments, reference dtypes), after the checks argparse cannot make itself."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default=None, help="checkpoint dir (default: real-shaped synthetic)")
     ap.add_argument("--seconds", type=float, default=10.0)
@@ -312,6 +351,60 @@ def main(argv=None) -> int:
     ref_dtypes = args.reference_dtype or ["fp32"]
     if "bf16" in ref_dtypes and ref_dtypes.index("bf16") != len(ref_dtypes) - 1:
         ap.error("--reference-dtype bf16 must be the last one (funasr casts the LLM in place)")
+    return args, ref_dtypes
+
+
+def _require_gpu(args):
+    """--require-gpu: stop unless MLX's default device is the GPU (and torch sees CUDA when asked to use it)."""
+    import mlx.core as mx
+
+    if mx.default_device().type != mx.gpu:
+        raise SystemExit(f"--require-gpu: MLX's default device is {mx.default_device()}, not the GPU")
+    if not args.no_reference and args.torch_device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise SystemExit("--require-gpu: torch.cuda.is_available() is False")
+
+
+def _mark_divergence(rows) -> dict | None:
+    """Record in every other row where its tokens first differ from the fp32 reference's -> that row."""
+    ref_fp32 = next((r for r in rows if r["side"] == "reference" and r["precision"] == "fp32"), None)
+    for r in rows:
+        if ref_fp32 is not None and r is not ref_fp32:
+            r["first_divergence_vs_reference_fp32"] = _first_divergence(r["token_ids"], ref_fp32["token_ids"])
+    return ref_fp32
+
+
+def _print_summary(rows, ref_fp32, seconds, tokens, label):
+    """The Markdown table, the speed ratios of like-for-like precisions, the first divergences."""
+    print(f"\n{seconds:g} s audio, {tokens} pinned tokens, {label}\n")
+    print("| implementation | precision | end-to-end s | RTF | RTFx | encoder+adaptor ms | prefill ms | ms/token "
+          "| tokens/s | peak MB |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['impl']} | {r['precision']} | {r['end_to_end_s']:.3f} | {r['rtf']:.4f} | {r['rtfx']:.1f} "
+              f"| {1000 * r['encoder_s']:.1f} | {1000 * r['prefill_s']:.1f} | {r['ms_per_token']:.2f} "
+              f"| {r['decode_tokens_per_s']:.1f} | {r['peak_bytes'] / 1e6:.0f} |")
+    refs = [r for r in rows if r["side"] == "reference"]
+    if refs:
+        print()
+        for ref in refs:
+            for r in rows:
+                like = {"fp32": True, "tf32": r["precision"] == "fp32",
+                        "bf16": r["precision"].startswith("bf16")}[ref["precision"]]
+                if r["side"] == "mlx" and like:
+                    print(f"MLX {r['precision']} vs reference {ref['precision']}: end-to-end "
+                          f"{ref['end_to_end_s'] / r['end_to_end_s']:.2f}x, per token "
+                          f"{ref['ms_per_token'] / r['ms_per_token']:.2f}x the reference's speed")
+    if ref_fp32 is not None:
+        div = {r["precision"] + "/" + r["side"]: r.get("first_divergence_vs_reference_fp32") for r in rows
+               if r is not ref_fp32}
+        print(f"\nfirst token index differing from reference fp32 (None = all {tokens} equal): {div}")
+
+
+def main(argv=None) -> int:
+    args, ref_dtypes = _parse_args(argv)
 
     import mlx.core as mx
 
@@ -321,13 +414,7 @@ def main(argv=None) -> int:
     print(f"[compare] MLX {env['mlx_version']} default device {mx.default_device()} ({env.get('device_name')})",
           flush=True)
     if args.require_gpu:
-        if mx.default_device().type != mx.gpu:
-            raise SystemExit(f"--require-gpu: MLX's default device is {mx.default_device()}, not the GPU")
-        if not args.no_reference and args.torch_device.startswith("cuda"):
-            import torch
-
-            if not torch.cuda.is_available():
-                raise SystemExit("--require-gpu: torch.cuda.is_available() is False")
+        _require_gpu(args)
 
     ckpt = Path(args.model) if args.model else synthetic_dir()
     label = weights_label(ckpt)
@@ -357,34 +444,8 @@ def main(argv=None) -> int:
         gc.collect()
         print(f"[compare] reference {ref_dtypes}: {time.perf_counter() - t:.1f} s", flush=True)
 
-    ref_fp32 = next((r for r in rows if r["side"] == "reference" and r["precision"] == "fp32"), None)
-    for r in rows:
-        if ref_fp32 is not None and r is not ref_fp32:
-            r["first_divergence_vs_reference_fp32"] = _first_divergence(r["token_ids"], ref_fp32["token_ids"])
-
-    print(f"\n{args.seconds:g} s audio, {args.tokens} pinned tokens, {label}\n")
-    print("| implementation | precision | end-to-end s | RTF | RTFx | encoder+adaptor ms | prefill ms | ms/token "
-          "| tokens/s | peak MB |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['impl']} | {r['precision']} | {r['end_to_end_s']:.3f} | {r['rtf']:.4f} | {r['rtfx']:.1f} "
-              f"| {1000 * r['encoder_s']:.1f} | {1000 * r['prefill_s']:.1f} | {r['ms_per_token']:.2f} "
-              f"| {r['decode_tokens_per_s']:.1f} | {r['peak_bytes'] / 1e6:.0f} |")
-    refs = [r for r in rows if r["side"] == "reference"]
-    if refs:
-        print()
-        for ref in refs:
-            for r in rows:
-                like = {"fp32": True, "tf32": r["precision"] == "fp32",
-                        "bf16": r["precision"].startswith("bf16")}[ref["precision"]]
-                if r["side"] == "mlx" and like:
-                    print(f"MLX {r['precision']} vs reference {ref['precision']}: end-to-end "
-                          f"{ref['end_to_end_s'] / r['end_to_end_s']:.2f}x, per token "
-                          f"{ref['ms_per_token'] / r['ms_per_token']:.2f}x the reference's speed")
-    if ref_fp32 is not None:
-        div = {r["precision"] + "/" + r["side"]: r.get("first_divergence_vs_reference_fp32") for r in rows
-               if r is not ref_fp32}
-        print(f"\nfirst token index differing from reference fp32 (None = all {args.tokens} equal): {div}")
+    ref_fp32 = _mark_divergence(rows)
+    _print_summary(rows, ref_fp32, args.seconds, args.tokens, label)
     dump()
     return 0
 

@@ -521,7 +521,8 @@ def markdown(doc: dict) -> str:
     return "\n".join(out) + "\n"
 
 
-def main(argv=None) -> int:
+def _parse_args(argv):
+    """The command line, checked (--tokens >= 2)."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default=None, help="official checkpoint dir (default: real-shaped synthetic)")
     ap.add_argument("--seconds", type=float, default=10.0, help="clip length (funasr_nano.synthetic.signals.speech_like)")
@@ -555,69 +556,61 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.tokens < 2:
         ap.error("--tokens must be >= 2 (ms/token is measured over the steps after the first token)")
-    log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
-    root = cache_root()
-    pythons = dict(x.split("=", 1) for x in args.python)
-    sites = dict(x.split("=", 1) for x in args.site)
+    return args
 
-    if args.setup:
-        for env in ENVS.values():
-            try:
-                log("[peers] " + setup_env(env, root, log))
-            except subprocess.CalledProcessError as e:
-                log(f"[peers] {env.name}: setup FAILED ({e})")
-        return 0
 
-    device_rows, not_here = rows_for(args.device, args.best_preset)
-    rows = select_rows(device_rows, args.rows, also_known={x[0] for x in not_here} | {x[0].split(":")[0] for x in not_here})
-    unrunnable = list(UNRUNNABLE) + [x for x in not_here
-                                     if not args.rows or any(s in (x[0], x[0].split(":")[0]) for s in args.rows)]
-    interps = {name: resolve_interp(env, root, pythons, sites) for name, env in ENVS.items()}
-    if args.list:
-        for r in rows:
-            i = interps[r.peer]
-            print(f"{r.id:28s} {r.title:45s} form={r.form:20s} "
-                  + (f"UNAVAILABLE: {i.missing}" if i.missing else f"{i.python} ({i.how})"))
-        for rid, title, reason in unrunnable:
-            print(f"{rid:28s} {title:45s} {reason}")
-        return 0
+def _setup_envs(root: Path, log) -> int:
+    """--setup: create / reuse every peer's venv (a failure is reported, the others still go ahead)."""
+    for env in ENVS.values():
+        try:
+            log("[peers] " + setup_env(env, root, log))
+        except subprocess.CalledProcessError as e:
+            log(f"[peers] {env.name}: setup FAILED ({e})")
+    return 0
 
-    import numpy as np
 
-    from funasr_nano.synthetic.signals import speech_like
+def _list_rows(rows, interps, unrunnable) -> int:
+    """--list: each selected row with its interpreter (or why it has none), then the unrunnable ones."""
+    for r in rows:
+        i = interps[r.peer]
+        print(f"{r.id:28s} {r.title:45s} form={r.form:20s} "
+              + (f"UNAVAILABLE: {i.missing}" if i.missing else f"{i.python} ({i.how})"))
+    for rid, title, reason in unrunnable:
+        print(f"{rid:28s} {title:45s} {reason}")
+    return 0
 
-    ckpt = Path(args.model) if args.model else default_checkpoint()
 
-    if args.prepare:
-        rc = 0
-        for r in rows:
-            if interps[r.peer].missing:
-                log(f"[peers] {r.id}: {interps[r.peer].missing}")
-                continue
-            try:
-                log(f"[peers] {r.id}: {ensure_form(r.form, ckpt, interps[r.peer], root / 'peers' / 'forms', log)}")
-            except RuntimeError as e:
-                log(f"[peers] {r.id}: {e}")
-                rc = 1
-        return rc
-    params = parameter_count(ckpt)
-    budget_note = ""
+def _prepare_forms(rows, interps, ckpt: Path, root: Path, log) -> int:
+    """--prepare: write every selected row's checkpoint form (cached); 1 when one could not be made."""
+    rc = 0
+    for r in rows:
+        if interps[r.peer].missing:
+            log(f"[peers] {r.id}: {interps[r.peer].missing}")
+            continue
+        try:
+            log(f"[peers] {r.id}: {ensure_form(r.form, ckpt, interps[r.peer], root / 'peers' / 'forms', log)}")
+        except RuntimeError as e:
+            log(f"[peers] {r.id}: {e}")
+            rc = 1
+    return rc
+
+
+def _cap_memory_budget(args, log) -> str:
+    """On the CPU, lower ``args.memory_budget_gb`` to MemAvailable - 1.5 GB when it asks for more ->
+    the note for the header ("" when not capped). Rows share the machine's memory with whatever else
+    runs: a group over MemAvailable gets a worker (ours or someone else's) killed by the kernel."""
     avail = mem_available_gb()
     if args.device == "cpu" and avail is not None and args.memory_budget_gb > avail - 1.5:
-        # rows share the machine's memory with whatever else runs: a group over MemAvailable gets a
-        # worker (ours or someone else's) killed by the kernel
         budget_note = (f" (asked {args.memory_budget_gb:g} GB; capped to MemAvailable {avail:.1f} GB - 1.5 GB "
                        "at start)")
         args.memory_budget_gb = round(max(avail - 1.5, 1.0), 1)
         log(f"[peers] memory budget capped to {args.memory_budget_gb} GB{budget_note}")
-    groups = make_groups(rows, params, args.memory_budget_gb, args.reference_every_group)
-    log_dir = Path(args.log_dir) if args.log_dir else Path(tempfile.mkdtemp(prefix="peers-logs-"))
-    log_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix="peers-clip-"))
-    clip = tmp / "clip.npy"
-    np.save(clip, speech_like(args.seconds, args.clip_seed).astype(np.float32))
-    log(f"[peers] {len(rows)} rows in {len(groups)} group(s); worker logs in {log_dir}")
+        return budget_note
+    return ""
 
+
+def _initial_results(rows, interps, params: int) -> dict:
+    """{row id: its result record before anything ran}: identity, estimate, interpreter (or why not run)."""
     results = {r.id: {"id": r.id, "title": r.title, "peer": r.peer, "precision": r.precision, "form": r.form,
                       "memory_estimate_gb": round(estimate_gb(r, params), 2)} for r in rows}
     for r in rows:
@@ -626,48 +619,126 @@ def main(argv=None) -> int:
         results[r.id]["interpreter_how"] = i.how
         if i.missing:
             results[r.id]["reason"] = f"not run: {i.missing}"
+    return results
+
+
+def _runtimes(infos: list) -> dict:
+    """{implementation version: its runtime, BLAS, threads, fbank} from the workers' info records."""
+    runtimes = {}
+    for info in infos:
+        if info:
+            bits = [info.get("runtime", "")]
+            if info.get("blas"):
+                bits.append(f"BLAS {info['blas']}")
+            if info.get("threads"):
+                bits.append(f"{info['threads']} threads")
+            if info.get("fbank"):
+                bits.append(f"fbank {info['fbank']}")
+            runtimes.setdefault(f"{info.get('impl')} {info.get('version')}", ", ".join(b for b in bits if b))
+    return runtimes
+
+
+def _header(args, argv, ckpt: Path, infos: list, groups, params: int, budget_note: str, elapsed_s: float,
+            groups_done: int) -> dict:
+    """The document's header: what ran, where, with which settings, and how far it got."""
+    from funasr_nano.runtime.platform_info import _cpu_name
+
+    dev = next((i.get("device") for i in infos if i.get("device") and i.get("device") != "cpu"), None)
+    device_label = "CPU" if args.device == "cpu" else f"CUDA{', ' + dev if dev else ''}"
+    return {
+        "weights": weights_text(ckpt), "checkpoint": str(ckpt), "synthetic": "synthetic" in weights_text(ckpt),
+        "clip": f"{args.seconds:g} s speech_like(seed {args.clip_seed}) at 16 kHz", "seconds": args.seconds,
+        "tokens": args.tokens, "repeats": args.repeats, "device": args.device, "device_label": device_label,
+        "host": f"{platform.platform()}, {os.cpu_count()} logical CPUs, {_cpu_name()}",
+        "runtimes": _runtimes(infos), "memory_budget_gb": args.memory_budget_gb, "memory_budget_note": budget_note,
+        "groups": [[r.id for r in g] for g in groups], "parameters": params,
+        "mlx_peers_blas": args.mlx_peers_blas,
+        "command": "python tools/peers.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None
+                                                                              else sys.argv[1:])),
+        "elapsed_s": elapsed_s, "groups_done": groups_done,
+        "complete": groups_done == len(groups),
+    }
+
+
+def _run_context(args, ckpt: Path, interps: dict, root: Path, log_dir: Path, clip: Path) -> dict:
+    """What `run_group` needs from the command line (its "progress" callback is added by the caller)."""
 
     def worker_opts(row: Row) -> dict:
         return {"blas": "project"} if row.backend in ("mlx_audio", "funasr_mlx") and args.mlx_peers_blas == "project" \
             else {}
 
-    ctx = {"ckpt": ckpt, "interps": interps, "forms_root": root / "peers" / "forms", "device": args.device,
-           "log_dir": log_dir, "timeout": args.timeout_s, "clip": clip, "tokens": args.tokens,
-           "repeats": args.repeats, "worker_opts": worker_opts,
-           "parallel_load": args.parallel_load == "on" or (args.parallel_load == "auto" and args.device == "cuda")}
+    return {"ckpt": ckpt, "interps": interps, "forms_root": root / "peers" / "forms", "device": args.device,
+            "log_dir": log_dir, "timeout": args.timeout_s, "clip": clip, "tokens": args.tokens,
+            "repeats": args.repeats, "worker_opts": worker_opts,
+            "parallel_load": args.parallel_load == "on" or (args.parallel_load == "auto" and args.device == "cuda")}
+
+
+def _run_groups(groups, ctx: dict, results: dict, order: list, log, tmp: Path, group_done) -> None:
+    """Run the groups one after another (a worker the next group needs again stays up), calling
+    ``group_done(groups finished)`` after each; whatever happens, stop the live workers and remove
+    the clip's temp dir `tmp`."""
+    live: dict = {}
+    # a SIGTERM (e.g. `timeout`) unwinds through the finally below, which stops the workers
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        for gi, g in enumerate(groups):
+            log(f"[peers] group {gi + 1}/{len(groups)}: {[r.id for r in g]}")
+            nxt = {r.id for r in groups[gi + 1]} if gi + 1 < len(groups) else set()
+            run_group(gi, g, ctx, results, order, log, live, keep=nxt)
+            group_done(gi + 1)
+    finally:
+        for w in live.values():
+            if w.proc.poll() is None:
+                w.proc.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main(argv=None) -> int:
+    args = _parse_args(argv)
+    log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    root = cache_root()
+    pythons = dict(x.split("=", 1) for x in args.python)
+    sites = dict(x.split("=", 1) for x in args.site)
+
+    if args.setup:
+        return _setup_envs(root, log)
+
+    device_rows, not_here = rows_for(args.device, args.best_preset)
+    rows = select_rows(device_rows, args.rows, also_known={x[0] for x in not_here} | {x[0].split(":")[0] for x in not_here})
+    unrunnable = list(UNRUNNABLE) + [x for x in not_here
+                                     if not args.rows or any(s in (x[0], x[0].split(":")[0]) for s in args.rows)]
+    interps = {name: resolve_interp(env, root, pythons, sites) for name, env in ENVS.items()}
+    if args.list:
+        return _list_rows(rows, interps, unrunnable)
+
+    import numpy as np
+
+    from funasr_nano.synthetic.signals import speech_like
+
+    ckpt = Path(args.model) if args.model else default_checkpoint()
+
+    if args.prepare:
+        return _prepare_forms(rows, interps, ckpt, root, log)
+    params = parameter_count(ckpt)
+    budget_note = _cap_memory_budget(args, log)
+    groups = make_groups(rows, params, args.memory_budget_gb, args.reference_every_group)
+    log_dir = Path(args.log_dir) if args.log_dir else Path(tempfile.mkdtemp(prefix="peers-logs-"))
+    log_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix="peers-clip-"))
+    clip = tmp / "clip.npy"
+    np.save(clip, speech_like(args.seconds, args.clip_seed).astype(np.float32))
+    log(f"[peers] {len(rows)} rows in {len(groups)} group(s); worker logs in {log_dir}")
+
+    results = _initial_results(rows, interps, params)
+
+    ctx = _run_context(args, ckpt, interps, root, log_dir, clip)
     order: list = []
     t0 = time.perf_counter()
 
     def document() -> dict:
         infos = [results[r.id].get("info") or {} for r in rows]
-        runtimes = {}
-        for r, info in zip(rows, infos):
-            if info:
-                bits = [info.get("runtime", "")]
-                if info.get("blas"):
-                    bits.append(f"BLAS {info['blas']}")
-                if info.get("threads"):
-                    bits.append(f"{info['threads']} threads")
-                if info.get("fbank"):
-                    bits.append(f"fbank {info['fbank']}")
-                runtimes.setdefault(f"{info.get('impl')} {info.get('version')}", ", ".join(b for b in bits if b))
-        dev = next((i.get("device") for i in infos if i.get("device") and i.get("device") != "cpu"), None)
-        device_label = "CPU" if args.device == "cpu" else f"CUDA{', ' + dev if dev else ''}"
-        from funasr_nano.runtime.platform_info import _cpu_name
-
-        header = {
-            "weights": weights_text(ckpt), "checkpoint": str(ckpt), "synthetic": "synthetic" in weights_text(ckpt),
-            "clip": f"{args.seconds:g} s speech_like(seed {args.clip_seed}) at 16 kHz", "seconds": args.seconds,
-            "tokens": args.tokens, "repeats": args.repeats, "device": args.device, "device_label": device_label,
-            "host": f"{platform.platform()}, {os.cpu_count()} logical CPUs, {_cpu_name()}",
-            "runtimes": runtimes, "memory_budget_gb": args.memory_budget_gb, "memory_budget_note": budget_note,
-            "groups": [[r.id for r in g] for g in groups], "parameters": params,
-            "mlx_peers_blas": args.mlx_peers_blas,
-            "command": "python tools/peers.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None
-                                                                                  else sys.argv[1:])),
-            "elapsed_s": time.perf_counter() - t0, "groups_done": state["groups_done"],
-            "complete": state["groups_done"] == len(groups),
-        }
+        header = _header(args, argv, ckpt, infos, groups, params, budget_note, time.perf_counter() - t0,
+                         state["groups_done"])
         out_rows = [results[r.id] | {"title": r.title} for r in rows]
         out_rows += [{"id": rid, "title": title, "reason": reason} for rid, title, reason in unrunnable]
         return {"header": header, "rows": out_rows, "order": order}
@@ -684,24 +755,14 @@ def main(argv=None) -> int:
         summarize(rows, results, args.seconds, args.tokens)
         write()
 
+    def group_done(n):
+        state["groups_done"] = n
+        summarize(rows, results, args.seconds, args.tokens)
+        write()  # after every group: a run cut short keeps what it measured
+
     ctx["progress"] = progress
     state = {"groups_done": 0}
-    live: dict = {}
-    # a SIGTERM (e.g. `timeout`) unwinds through the finally below, which stops the workers
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    try:
-        for gi, g in enumerate(groups):
-            log(f"[peers] group {gi + 1}/{len(groups)}: {[r.id for r in g]}")
-            nxt = {r.id for r in groups[gi + 1]} if gi + 1 < len(groups) else set()
-            run_group(gi, g, ctx, results, order, log, live, keep=nxt)
-            state["groups_done"] = gi + 1
-            summarize(rows, results, args.seconds, args.tokens)
-            write()  # after every group: a run cut short keeps what it measured
-    finally:
-        for w in live.values():
-            if w.proc.poll() is None:
-                w.proc.kill()
-        shutil.rmtree(tmp, ignore_errors=True)
+    _run_groups(groups, ctx, results, order, log, tmp, group_done)
     summarize(rows, results, args.seconds, args.tokens)
     doc = write()
     print(markdown(doc))

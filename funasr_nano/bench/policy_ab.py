@@ -115,15 +115,86 @@ def _ab(run, pol_a, pol_b, asr_a, asr_b, repeats, warm=None) -> tuple[list, list
     return a, b
 
 
+def _run_choice(choice, base, alt, loaded, one, many, *, seconds, tokens, repeats, float_preset):
+    """Run the workload where `choice` matters, default vs alternative -> (default samples, alternative
+    samples, workload text, metric). `loaded(preset, policy)` gives the (cached) model."""
+    if choice in ("quant_compute", "dequant_min_rows"):
+        wavs = one if choice == "quant_compute" else many
+        asr_a, asr_b = loaded("q4", base), loaded("q4", alt)
+        emb = {id(asr_a): _embeds(asr_a, wavs)}
+        emb.setdefault(id(asr_b), _embeds(asr_b, wavs) if asr_b is not asr_a else emb[id(asr_a)])
+        a, b = _ab(lambda m: _decode_ms(m, emb[id(m)], tokens), base, alt, asr_a, asr_b, repeats,
+                   warm=lambda m: _decode_ms(m, emb[id(m)], 4))
+        workload = f"q4, {len(wavs)} x {seconds:g} s, {tokens} tokens"
+        metric = "ms per decode step"
+    elif choice in ("compiled_decode_rows", "step_ops"):
+        asr = loaded(float_preset, base)
+        emb = _embeds(asr, one)
+        pol_a = base if choice == "compiled_decode_rows" else dataclasses.replace(
+            base, compiled_decode_rows=max(base.compiled_decode_rows, 1))
+        a, b = _ab(lambda m: _decode_ms(m, emb, tokens), pol_a, alt, asr, asr, repeats)
+        workload = f"{float_preset}, 1 x {seconds:g} s, {tokens} tokens" + (
+            ", compiled step" if choice == "step_ops" else "")
+        metric = "ms per decoded token"
+    elif choice == "frontend":
+        asr = loaded(float_preset, base)
+        a, b = _ab(lambda m: _frontend_ms(m, many), base, alt, asr, asr, repeats)
+        workload = f"frontend, {len(many)} x {seconds:g} s"
+        metric = "frontend ms"
+    else:  # encoder_eval_every: memory is the point, the time is reported beside it
+        asr = loaded(float_preset, base)
+        ta, tb = [], []
+        a, b = _ab(lambda m: _encoder_peak_mb(m, many, ta if m.policy == base else tb), base, alt, asr, asr,
+                   repeats)
+        workload = (f"{float_preset} encoder, {len(many)} x {seconds:g} s; encoder ms "
+                    f"{statistics.median(ta):.1f} vs {statistics.median(tb):.1f}")
+        metric = "peak MB above the weights"
+    return a, b, workload, metric
+
+
+def _row(choice, base, alt, a, b, workload, metric) -> dict:
+    """One table row: both sides' samples and medians, their ratio and the verdict."""
+    ma, mb = statistics.median(a), statistics.median(b)
+    ratio = mb / ma if ma > 0 else float("nan")
+    if choice == "step_ops" and not base.compiled_decode_rows:
+        verdict = "only used by the compiled step (off by default here)"
+    elif ratio < 1 - VERDICT_MARGIN:
+        verdict = f"ALTERNATIVE FASTER ({1 / ratio:.2f}x): please report"
+    else:
+        verdict = "default holds"
+    return {"choice": choice, "workload": workload, "metric": metric,
+            "default": _value(base, choice), "alternative": _value(alt, choice),
+            "default_ms": a, "alternative_ms": b, "default_median": ma, "alternative_median": mb,
+            "ratio_alt_over_default": ratio, "verdict": verdict}
+
+
+def _environment(base, models, model_path, repeats) -> dict:
+    """What the numbers ran on: backend, device, MLX, BLAS, the policy and its evidence, the weights
+    (a tiny synthetic model is called a smoke test)."""
+    import mlx.core as mx
+
+    from ..runtime.platform_info import backend_info
+    from ..runtime.backend import EVIDENCE
+    from ..synthetic import is_synthetic
+
+    tiny = any(m.cfg.llm.hidden_size < 1024 for m in models.values())
+    weights = model_path
+    if is_synthetic(model_path):
+        weights = ("synthetic TINY test model: a smoke test, not a measurement" if tiny
+                   else "synthetic (seeded random, real shapes)")
+    info = backend_info()
+    return {"backend": info.get("backend"), "device": info.get("device"), "device_name": info.get("device_name"),
+            "mlx_version": mx.__version__, "platform": info.get("platform"), "blas": info.get("blas"),
+            "policy": base.summary(), "evidence": EVIDENCE.get(base.backend),
+            "weights": weights,
+            "repeats": repeats}
+
+
 def measure(model: str, repeats: int = 3, seconds: float = 5.0, tokens: int = 16, batch: int = 16,
             choices=None, policy=None, progress=print) -> dict:
     """Measure each choice both ways; returns {"env": ..., "rows": [...]} (see module docstring)."""
-    import mlx.core as mx
-
     import funasr_nano
-    from ..runtime.platform_info import backend_info
-    from ..runtime.backend import EVIDENCE, resolve_policy
-    from ..synthetic import is_synthetic
+    from ..runtime.backend import resolve_policy
     from ..synthetic.signals import speech_like
 
     base = resolve_policy(policy)
@@ -150,63 +221,13 @@ def measure(model: str, repeats: int = 3, seconds: float = 5.0, tokens: int = 16
     for choice in choices:
         alt = alts[choice]
         t0 = time.perf_counter()
-        if choice in ("quant_compute", "dequant_min_rows"):
-            wavs = one if choice == "quant_compute" else many
-            asr_a, asr_b = loaded("q4", base), loaded("q4", alt)
-            emb = {id(asr_a): _embeds(asr_a, wavs)}
-            emb.setdefault(id(asr_b), _embeds(asr_b, wavs) if asr_b is not asr_a else emb[id(asr_a)])
-            a, b = _ab(lambda m: _decode_ms(m, emb[id(m)], tokens), base, alt, asr_a, asr_b, repeats,
-                       warm=lambda m: _decode_ms(m, emb[id(m)], 4))
-            workload = f"q4, {len(wavs)} x {seconds:g} s, {tokens} tokens"
-            metric = "ms per decode step"
-        elif choice in ("compiled_decode_rows", "step_ops"):
-            asr = loaded(float_preset, base)
-            emb = _embeds(asr, one)
-            pol_a = base if choice == "compiled_decode_rows" else dataclasses.replace(
-                base, compiled_decode_rows=max(base.compiled_decode_rows, 1))
-            a, b = _ab(lambda m: _decode_ms(m, emb, tokens), pol_a, alt, asr, asr, repeats)
-            workload = f"{float_preset}, 1 x {seconds:g} s, {tokens} tokens" + (
-                ", compiled step" if choice == "step_ops" else "")
-            metric = "ms per decoded token"
-        elif choice == "frontend":
-            asr = loaded(float_preset, base)
-            a, b = _ab(lambda m: _frontend_ms(m, many), base, alt, asr, asr, repeats)
-            workload = f"frontend, {len(many)} x {seconds:g} s"
-            metric = "frontend ms"
-        else:  # encoder_eval_every: memory is the point, the time is reported beside it
-            asr = loaded(float_preset, base)
-            ta, tb = [], []
-            a, b = _ab(lambda m: _encoder_peak_mb(m, many, ta if m.policy == base else tb), base, alt, asr, asr,
-                       repeats)
-            workload = (f"{float_preset} encoder, {len(many)} x {seconds:g} s; encoder ms "
-                        f"{statistics.median(ta):.1f} vs {statistics.median(tb):.1f}")
-            metric = "peak MB above the weights"
-        ma, mb = statistics.median(a), statistics.median(b)
-        ratio = mb / ma if ma > 0 else float("nan")
-        if choice == "step_ops" and not base.compiled_decode_rows:
-            verdict = "only used by the compiled step (off by default here)"
-        elif ratio < 1 - VERDICT_MARGIN:
-            verdict = f"ALTERNATIVE FASTER ({1 / ratio:.2f}x): please report"
-        else:
-            verdict = "default holds"
-        rows.append({"choice": choice, "workload": workload, "metric": metric,
-                     "default": _value(base, choice), "alternative": _value(alt, choice),
-                     "default_ms": a, "alternative_ms": b, "default_median": ma, "alternative_median": mb,
-                     "ratio_alt_over_default": ratio, "verdict": verdict})
-        progress(f"[policy-ab] {choice}: default {ma:.2f} vs alternative {mb:.2f} {metric} "
-                 f"({time.perf_counter() - t0:.0f} s)")
-    tiny = any(m.cfg.llm.hidden_size < 1024 for m in models.values())
-    weights = model_path
-    if is_synthetic(model_path):
-        weights = ("synthetic TINY test model: a smoke test, not a measurement" if tiny
-                   else "synthetic (seeded random, real shapes)")
-    info = backend_info()
-    env = {"backend": info.get("backend"), "device": info.get("device"), "device_name": info.get("device_name"),
-           "mlx_version": mx.__version__, "platform": info.get("platform"), "blas": info.get("blas"),
-           "policy": base.summary(), "evidence": EVIDENCE.get(base.backend),
-           "weights": weights,
-           "repeats": repeats}
-    return {"env": env, "rows": rows}
+        a, b, workload, metric = _run_choice(choice, base, alt, loaded, one, many, seconds=seconds, tokens=tokens,
+                                             repeats=repeats, float_preset=float_preset)
+        row = _row(choice, base, alt, a, b, workload, metric)
+        rows.append(row)
+        progress(f"[policy-ab] {choice}: default {row['default_median']:.2f} vs alternative "
+                 f"{row['alternative_median']:.2f} {metric} ({time.perf_counter() - t0:.0f} s)")
+    return {"env": _environment(base, models, model_path, repeats), "rows": rows}
 
 
 def to_markdown(result: dict) -> str:

@@ -402,6 +402,51 @@ def _resume(root, results_dir, name, head, python, sel, base_args, env, lock):
     return [history.entry_selector(e) for e in todo], len(want) - len(todo), len(want)
 
 
+def _must_dry_run(args, head, ck) -> bool:
+    """Whether this run must be a dry run: asked for, no commit to file results under, or a tiny
+    synthetic model whose numbers must not land in results/ (each forced case says so)."""
+    dry = args.dry_run
+    if head is None and not dry:
+        print("[bench] not a git checkout with a commit: running with --dry-run (nothing is saved)", flush=True)
+        dry = True
+    if ck.get("synthetic_preset") not in (None, "real") and not dry and not args.results_dir:
+        print("[bench] tiny synthetic model: running with --dry-run (such numbers must not be stored in "
+              "results/; pass --results-dir to keep them elsewhere)", flush=True)
+        dry = True
+    return dry
+
+
+def _run_record(args, *, head, dirty, name, ck, fp, env, asv_ver, rc, asv_s, wall, kept) -> dict:
+    """The runs.jsonl line of a stored run: what was measured, with what, and how long it took."""
+    return {
+        "commit": head, "dirty": dirty, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "mode": "full" if args.full else "quick", "machine": name,
+        "checkpoint": (ck["checkpoint"] if not ck["synthetic"]
+                       else f"synthetic-{ck.get('synthetic_preset') or 'real'}-seed0"),
+        "synthetic": ck["synthetic"], "tokens_per_second": 4,
+        "blas": fp.get("blas"), "ld_preload": env.get("LD_PRELOAD", ""), "backend": fp.get("backend"),
+        "policy": (fp.get("details") or {}).get("policy"),
+        "versions": _versions(), "asv": asv_ver, "python": platform.python_version(),
+        "asv_rc": rc, "asv_seconds": round(asv_s, 1), "wall_seconds": round(wall, 1),
+        "selection": "full grid" if args.full else f"{len(selection(args))} selectors (funasr_nano.bench.quick.QUICK)",
+        "kept_from_earlier_run": kept,
+    }
+
+
+def _print_report(args, root, conf, results_dir, name):
+    """Rebuild the report over all machines and print this machine's section and the files written."""
+    from .report import build_report, machine_section
+
+    rep = build_report(results_dir, args.report_dir or (results_dir / "report"))  # all machines
+    print()
+    print(machine_section(rep["results"], name))
+    print(f"[bench] table:  {rep['table']}")
+    for c in rep["charts"]:
+        print(f"[bench] chart:  {c}")
+    if not args.no_publish:
+        print(f"[bench] html:   {root / conf.get('html_dir', '.asv/html')}/index.html  (asv preview)")
+
+
 def _run_locked(args, root, conf, env, python, asv_ver, t_start, lock, results_dir, conf_args) -> int:
     fp = child_fingerprint(env, args.machine, python)
     name = fp["machine"]
@@ -414,14 +459,7 @@ def _run_locked(args, root, conf, env, python, asv_ver, t_start, lock, results_d
           f"prepared in {time.perf_counter() - t0:.0f} s", flush=True)
 
     head, dirty = head_commit(root)
-    dry = args.dry_run
-    if head is None and not dry:
-        print("[bench] not a git checkout with a commit: running with --dry-run (nothing is saved)", flush=True)
-        dry = True
-    if ck.get("synthetic_preset") not in (None, "real") and not dry and not args.results_dir:
-        print("[bench] tiny synthetic model: running with --dry-run (such numbers must not be stored in "
-              "results/; pass --results-dir to keep them elsewhere)", flush=True)
-        dry = True
+    dry = _must_dry_run(args, head, ck)
 
     base_args = ["run", *conf_args, "-E", f"existing:{python}", "--machine", name, "--show-stderr",
                  "--launch-method", "spawn"]
@@ -450,20 +488,9 @@ def _run_locked(args, root, conf, env, python, asv_ver, t_start, lock, results_d
 
     wall = time.perf_counter() - t_start
     if not dry:
-        rec = {
-            "commit": head, "dirty": dirty, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "mode": "full" if args.full else "quick", "machine": name,
-            "checkpoint": (ck["checkpoint"] if not ck["synthetic"]
-                           else f"synthetic-{ck.get('synthetic_preset') or 'real'}-seed0"),
-            "synthetic": ck["synthetic"], "tokens_per_second": 4,
-            "blas": fp.get("blas"), "ld_preload": env.get("LD_PRELOAD", ""), "backend": fp.get("backend"),
-            "policy": (fp.get("details") or {}).get("policy"),
-            "versions": _versions(), "asv": asv_ver, "python": platform.python_version(),
-            "asv_rc": rc, "asv_seconds": round(asv_s, 1), "wall_seconds": round(wall, 1),
-            "selection": "full grid" if args.full else f"{len(selection(args))} selectors (funasr_nano.bench.quick.QUICK)",
-            "kept_from_earlier_run": kept,
-        }
-        append_run_record(results_dir, name, rec)
+        append_run_record(results_dir, name, _run_record(args, head=head, dirty=dirty, name=name, ck=ck, fp=fp,
+                                                         env=env, asv_ver=asv_ver, rc=rc, asv_s=asv_s,
+                                                         wall=wall, kept=kept))
         if dirty:
             print("[bench] note: the working tree has uncommitted changes; results are filed under HEAD "
                   f"{head[:8]} (runs.jsonl records dirty=true)", flush=True)
@@ -471,16 +498,7 @@ def _run_locked(args, root, conf, env, python, asv_ver, t_start, lock, results_d
     if not dry and not args.no_publish:
         run_asv(["publish", *conf_args], root, env, echo=True)
     if not dry and not args.no_report:
-        from .report import build_report, machine_section
-
-        rep = build_report(results_dir, args.report_dir or (results_dir / "report"))  # all machines
-        print()
-        print(machine_section(rep["results"], name))
-        print(f"[bench] table:  {rep['table']}")
-        for c in rep["charts"]:
-            print(f"[bench] chart:  {c}")
-        if not args.no_publish:
-            print(f"[bench] html:   {root / conf.get('html_dir', '.asv/html')}/index.html  (asv preview)")
+        _print_report(args, root, conf, results_dir, name)
     wall = time.perf_counter() - t_start
     print(f"[bench] done in {wall / 60:.1f} min (asv {asv_s / 60:.1f} min); asv exit status {rc}", flush=True)
     return 0 if rc == 0 else 1
@@ -629,96 +647,74 @@ def cmd_compare(args) -> int:
         lock.release()
 
 
-def _compare(args, root, scratch, lock) -> int:
-    conf = read_conf(root)
-    try:
-        check_asv(conf, args.any_asv)
-    except RuntimeError as e:
-        print(f"funasr-nano bench compare: error: {e}", file=sys.stderr)
-        return 4
-    env, note = bench_env(not args.no_openblas, quick=False, root=root)
-    if note:
-        print(f"[compare] {note}", flush=True)
-    fp = child_fingerprint(env, args.machine, args.python or sys.executable)
-    name = fp["machine"]
-    machine_mod.write_machine_file(fp)  # asv reads only ~/.asv-machine.json
-    results_dir = Path(args.results_dir).resolve() if args.results_dir else root / conf.get("results_dir", "results")
-    entries = SENTINELS + REGRESS_EXTRA
-    bench_names = sorted({e[0] for e in entries})
-    if scratch.exists():
-        shutil.rmtree(scratch)
-    (scratch / "results").mkdir(parents=True)
-    cpath = scratch_conf(root, conf, scratch)
-    head, _ = head_commit(root)
-    sel = args.bench or selectors(entries)
+def _measure(label: str, code_root: Path, commit: str, *, root, env, cpath, python, name, sel, scratch,
+             lock) -> list[Path]:
+    """Run the selection with the package from ``code_root`` (benchmarks: this checkout's) and
+    file the results under ``label``."""
     mdir = scratch / "results" / name
+    e = dict(env)
+    for var in ("ASV_PYTHONPATH", "PYTHONPATH"):
+        rest = [p for p in e.get(var, "").split(os.pathsep) if p and p != str(root)]
+        e[var] = os.pathsep.join([str(code_root)] + rest)
+    asv_args = ["run", "--config", str(cpath), "-E", f"existing:{python}", "--machine", name,
+                "--set-commit-hash", commit, "--record-samples", "--show-stderr", "--launch-method", "spawn"]
+    for s_ in sel:
+        asv_args += ["-b", s_]
+    print(f"[compare] measuring {label} ({code_root})", flush=True)
+    rc_ = run_asv(asv_args, root, e, keep_fds=(lock.fd,))
+    files = [p for p in _result_files(scratch / "results", name) if not p.name.startswith(("baseline-", "worktree-"))]
+    out_files = []
+    for p in files:
+        out_files.append(_relabel(p, label, mdir, env_name=None))
+        p.unlink()
+    if rc_ != 0:
+        print(f"[compare] asv run for {label} exited with {rc_}", flush=True)
+    return out_files
 
-    def measure(label: str, code_root: Path, commit: str) -> list[Path]:
-        """Run the selection with the package from ``code_root`` (benchmarks: this checkout's) and
-        file the results under ``label``."""
-        e = dict(env)
-        for var in ("ASV_PYTHONPATH", "PYTHONPATH"):
-            rest = [p for p in e.get(var, "").split(os.pathsep) if p and p != str(root)]
-            e[var] = os.pathsep.join([str(code_root)] + rest)
-        asv_args = ["run", "--config", str(cpath), "-E", f"existing:{python}", "--machine", name,
-                    "--set-commit-hash", commit, "--record-samples", "--show-stderr", "--launch-method", "spawn"]
-        for s_ in sel:
-            asv_args += ["-b", s_]
-        print(f"[compare] measuring {label} ({code_root})", flush=True)
-        rc_ = run_asv(asv_args, root, e, keep_fds=(lock.fd,))
-        files = [p for p in _result_files(scratch / "results", name) if not p.name.startswith(("baseline-", "worktree-"))]
-        out_files = []
-        for p in files:
-            out_files.append(_relabel(p, label, mdir, env_name=None))
+
+def _measure_baseline_now(args, root, scratch, env, name, head, python, measure) -> tuple[list[Path], list[Path]]:
+    """Measure the baseline commit now, back to back with the working tree, instead of trusting
+    a stored result from another time (and another machine load) -> (baseline files, worktree files)."""
+    rev = args.baseline or "HEAD"
+    full = git(root, "rev-parse", rev + "^{commit}")
+    src = scratch / "baseline-src"
+    src.mkdir(parents=True)
+    archive = subprocess.run(["git", "archive", "--format=tar", full], cwd=root, capture_output=True, check=True)
+    subprocess.run(["tar", "-x", "-C", str(src)], input=archive.stdout, check=True)
+    print(f"[compare] machine {name}; baseline = commit {full[:8]} measured now; python {python}", flush=True)
+    prepare_checkpoint(root, env, python)
+    base_files = measure("baseline", src, full)
+    new = measure("worktree", root, head)
+    return base_files, new
+
+
+def _measure_against_stored(args, root, results_dir, env, name, head, python, mdir, measure) -> list[Path]:
+    """Measure the working tree and file a stored baseline result next to it (under the baseline's
+    environment name, so asv compares the two) -> the worktree files."""
+    base = find_baseline(results_dir, name, root, args.baseline, sorted({e[0] for e in SENTINELS + REGRESS_EXTRA}))
+    base_data = json.loads(base.read_text())
+    print(f"[compare] machine {name}; baseline {base}; python {python}", flush=True)
+    other = environment_note(base_data, python, results_dir / name)
+    if other:
+        print(f"[compare] note: {other}", flush=True)
+    prepare_checkpoint(root, env, python)
+    new = measure("worktree", root, head)
+    base_env = base_data.get("env_name")
+    for p in list(new):
+        env_here = json.loads(p.read_text()).get("env_name")
+        if base_env and env_here != base_env:
+            print(f"[compare] note: filing the working-tree results under the baseline's environment name "
+                  f"{base_env!r} (was {env_here!r}) so asv compares them", flush=True)
+            new.remove(p)
+            new.append(_relabel(p, "worktree", mdir, env_name=base_env))
             p.unlink()
-        if rc_ != 0:
-            print(f"[compare] asv run for {label} exited with {rc_}", flush=True)
-        return out_files
+    _relabel(base, "baseline", mdir)
+    return new
 
-    if args.rerun_baseline:
-        # Measure the baseline commit now, back to back with the working tree, instead of trusting
-        # a stored result from another time (and another machine load).
-        rev = args.baseline or "HEAD"
-        full = git(root, "rev-parse", rev + "^{commit}")
-        src = scratch / "baseline-src"
-        src.mkdir(parents=True)
-        archive = subprocess.run(["git", "archive", "--format=tar", full], cwd=root, capture_output=True, check=True)
-        subprocess.run(["tar", "-x", "-C", str(src)], input=archive.stdout, check=True)
-        python = args.python or sys.executable
-        print(f"[compare] machine {name}; baseline = commit {full[:8]} measured now; python {python}", flush=True)
-        prepare_checkpoint(root, env, python)
-        base_files = measure("baseline", src, full)
-        new = measure("worktree", root, head)
-        if not base_files:
-            print("[compare] error: the baseline run produced no results", file=sys.stderr)
-            return 2
-    else:
-        base = find_baseline(results_dir, name, root, args.baseline, bench_names)
-        base_data = json.loads(base.read_text())
-        # Always this environment (the one with the package), never the interpreter the baseline
-        # recorded: that path may be another environment, or one without MLX.
-        python = args.python or sys.executable
-        print(f"[compare] machine {name}; baseline {base}; python {python}", flush=True)
-        other = environment_note(base_data, python, results_dir / name)
-        if other:
-            print(f"[compare] note: {other}", flush=True)
-        prepare_checkpoint(root, env, python)
-        new = measure("worktree", root, head)
-        base_env = base_data.get("env_name")
-        for p in list(new):
-            env_here = json.loads(p.read_text()).get("env_name")
-            if base_env and env_here != base_env:
-                print(f"[compare] note: filing the working-tree results under the baseline's environment name "
-                      f"{base_env!r} (was {env_here!r}) so asv compares them", flush=True)
-                new.remove(p)
-                new.append(_relabel(p, "worktree", mdir, env_name=base_env))
-                p.unlink()
-        _relabel(base, "baseline", mdir)
-    if not new:
-        print("[compare] error: the working-tree run produced no results", file=sys.stderr)
-        return 2
-    if not (scratch / "results" / "benchmarks.json").exists() and (results_dir / "benchmarks.json").exists():
-        shutil.copy(results_dir / "benchmarks.json", scratch / "results" / "benchmarks.json")
+
+def _verdict(args, root, env, cpath, name, mdir) -> int:
+    """Run ``asv compare`` on the two labelled sides and judge it: 0 no regression, 1 regression,
+    2 asv compare failed, 3 inconclusive (the calibration workload moved as much as the factor)."""
     cmp_args = ["compare", "--config", str(cpath), "--machine", name, "--factor", str(args.factor),
                 "--split", "baseline", "worktree"]
     if args.only_changed:
@@ -746,6 +742,50 @@ def _compare(args, root, scratch, lock) -> int:
         return 1
     print(f"[compare] no regression beyond x{args.factor}", flush=True)
     return 0
+
+
+def _compare(args, root, scratch, lock) -> int:
+    conf = read_conf(root)
+    try:
+        check_asv(conf, args.any_asv)
+    except RuntimeError as e:
+        print(f"funasr-nano bench compare: error: {e}", file=sys.stderr)
+        return 4
+    env, note = bench_env(not args.no_openblas, quick=False, root=root)
+    if note:
+        print(f"[compare] {note}", flush=True)
+    fp = child_fingerprint(env, args.machine, args.python or sys.executable)
+    name = fp["machine"]
+    machine_mod.write_machine_file(fp)  # asv reads only ~/.asv-machine.json
+    results_dir = Path(args.results_dir).resolve() if args.results_dir else root / conf.get("results_dir", "results")
+    if scratch.exists():
+        shutil.rmtree(scratch)
+    (scratch / "results").mkdir(parents=True)
+    cpath = scratch_conf(root, conf, scratch)
+    head, _ = head_commit(root)
+    sel = args.bench or selectors(SENTINELS + REGRESS_EXTRA)
+    mdir = scratch / "results" / name
+    # Always this environment (the one with the package), never the interpreter a stored baseline
+    # recorded: that path may be another environment, or one without MLX.
+    python = args.python or sys.executable
+
+    def measure(label: str, code_root: Path, commit: str) -> list[Path]:
+        return _measure(label, code_root, commit, root=root, env=env, cpath=cpath, python=python, name=name,
+                        sel=sel, scratch=scratch, lock=lock)
+
+    if args.rerun_baseline:
+        base_files, new = _measure_baseline_now(args, root, scratch, env, name, head, python, measure)
+        if not base_files:
+            print("[compare] error: the baseline run produced no results", file=sys.stderr)
+            return 2
+    else:
+        new = _measure_against_stored(args, root, results_dir, env, name, head, python, mdir, measure)
+    if not new:
+        print("[compare] error: the working-tree run produced no results", file=sys.stderr)
+        return 2
+    if not (scratch / "results" / "benchmarks.json").exists() and (results_dir / "benchmarks.json").exists():
+        shutil.copy(results_dir / "benchmarks.json", scratch / "results" / "benchmarks.json")
+    return _verdict(args, root, env, cpath, name, mdir)
 
 
 # ----- CLI ---------------------------------------------------------------------------------------------

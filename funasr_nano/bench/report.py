@@ -164,24 +164,8 @@ def _md_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(out)
 
 
-def machine_section(rs: ResultSet, machine: str, commit: str | None = None, seconds: int | None = None) -> str:
-    commit = commit or rs.latest_commit(machine)
-    if commit is None:
-        return f"## {machine}\n\nNo results.\n"
-    seconds = seconds or pick_seconds(rs, machine, commit)
-    m = rs.machines.get(machine, {})
-    kind = rs.weights_kind(machine, commit)
-    run = rs.run_info(machine, commit)
-    lines = [f"## {machine}", ""]
-    if kind == "synthetic-tiny":
-        lines += [f"> **{TINY_BANNER}.**", ""]
-    elif kind == "synthetic":
-        lines += [f"> **{SYNTH_BANNER}.**", ""]
-    elif kind is None:
-        lines += ["> Weights: unknown (no `meta.Context` result in this run).", ""]
-    n = TOKENS_PER_SECOND * (seconds or 0)
-    lines.append(f"Batch 1, {seconds} s clip, {n} decoded tokens (EOS ignored), commit `{commit[:8]}`.")
-    lines.append("")
+def _preset_table(rs: ResultSet, machine: str, commit: str, seconds) -> list[str]:
+    """The main table: one row per preset at this clip length (quality columns only when measured)."""
     rows = preset_rows(rs, machine, commit, seconds) if seconds else []
     q_cols = [("wer", "WER %"), ("cer", "CER %")]
     q_cols = [(k, h) for k, h in q_cols if any(r[k] is not None for r in rows)]
@@ -198,35 +182,47 @@ def machine_section(rs: ResultSet, machine: str, commit: str | None = None, seco
         cells += [_num(None if r[k] is None else 100 * r[k], "{:.2f}") for k, _ in q_cols]
         cells.append(_num(r["load_s"], "{:.1f}"))
         body.append(cells)
-    lines.append(_md_table(header, body) if body else "_No per-preset results at this commit._")
-    lines.append("")
+    return [_md_table(header, body) if body else "_No per-preset results at this commit._", ""]
 
-    # batch table: RTF by preset x batch at this length
+
+def _batch_table(rs: ResultSet, machine: str, commit: str, seconds) -> list[str]:
+    """RTF and tok/s by preset x batch size at this length; nothing when only one batch size ran."""
     batches = sorted({r.params["batch"] for r in rs.select(B_RTF, machine, commit, seconds=seconds)
                       if "batch" in r.params})
-    if len(batches) > 1:
-        hdr = ["Preset"] + [f"RTF b={b}" for b in batches] + [f"tok/s b={b}" for b in batches]
-        body = []
-        for p in presets_in(rs, machine, commit):
-            rtfs = [rs.value(B_RTF, machine, commit, preset=p, batch=b, seconds=seconds) for b in batches]
-            toks = [rs.value(B_TOKEN, machine, commit, preset=p, batch=b, seconds=seconds) for b in batches]
-            if all(x is None for x in rtfs + toks):
-                continue
-            body.append([f"`{p}`"] + [_num(x, "{:.3f}") for x in rtfs]
-                        + [_num(_inv(t, 1000.0 * b), "{:.2f}") for t, b in zip(toks, batches)])
-        if body:
-            lines += [f"Batch sizes ({seconds} s clips; tok/s counts every row):", "", _md_table(hdr, body), ""]
+    if len(batches) <= 1:
+        return []
+    hdr = ["Preset"] + [f"RTF b={b}" for b in batches] + [f"tok/s b={b}" for b in batches]
+    body = []
+    for p in presets_in(rs, machine, commit):
+        rtfs = [rs.value(B_RTF, machine, commit, preset=p, batch=b, seconds=seconds) for b in batches]
+        toks = [rs.value(B_TOKEN, machine, commit, preset=p, batch=b, seconds=seconds) for b in batches]
+        if all(x is None for x in rtfs + toks):
+            continue
+        body.append([f"`{p}`"] + [_num(x, "{:.3f}") for x in rtfs]
+                    + [_num(_inv(t, 1000.0 * b), "{:.2f}") for t, b in zip(toks, batches)])
+    if not body:
+        return []
+    return [f"Batch sizes ({seconds} s clips; tok/s counts every row):", "", _md_table(hdr, body), ""]
 
-    # stage table
+
+def _stage_table(rs: ResultSet, machine: str, commit: str, seconds) -> list[str]:
+    """Per-stage milliseconds by preset (batch 1); nothing when no stage was measured."""
     srows = []
     for p in presets_in(rs, machine, commit):
         vals = [rs.value(b, machine, commit, preset=p, batch=1, seconds=seconds) for _, b in STAGES]
         if any(x is not None for x in vals):
             srows.append([f"`{p}`"] + [_num(None if x is None else 1000 * x, "{:.1f}") for x in vals])
-    if srows:
-        lines += [f"Per-stage time, ms (batch 1, {seconds} s clip):", "",
-                  _md_table(["Preset"] + [s for s, _ in STAGES], srows), ""]
+    if not srows:
+        return []
+    return [f"Per-stage time, ms (batch 1, {seconds} s clip):", "",
+            _md_table(["Preset"] + [s for s, _ in STAGES], srows), ""]
 
+
+def _machine_footer(rs: ResultSet, machine: str, commit: str, kind) -> str:
+    """The paragraph under the tables: the machine, its BLAS, the weights, the runs behind the numbers,
+    the backend policy and what the columns mean."""
+    m = rs.machines.get(machine, {})
+    run = rs.run_info(machine, commit)
     blas = m.get("blas", "")
     ref_blas = rs.value(B_REFBLAS, machine, commit)
     foot = [f"Machine `{machine}`: {m.get('cpu', '?')} ({m.get('num_cpu', '?')} CPUs), {_ram_gb(m)} RAM, "
@@ -251,7 +247,29 @@ def machine_section(rs: ResultSet, machine: str, commit: str | None = None, seco
     foot.append("RTF = compute s / audio s (lower is better), RTFx = 1/RTF; decode ms/tok = marginal wall time of "
                 "one greedy step of the package's decode loop; prefill ms/tok = one prefill / prompt tokens; "
                 "peak mem = MLX peak during one transcription incl. weights; fidelity = teacher-forced vs fp32.")
-    lines += [" ".join(foot), ""]
+    return " ".join(foot)
+
+
+def machine_section(rs: ResultSet, machine: str, commit: str | None = None, seconds: int | None = None) -> str:
+    commit = commit or rs.latest_commit(machine)
+    if commit is None:
+        return f"## {machine}\n\nNo results.\n"
+    seconds = seconds or pick_seconds(rs, machine, commit)
+    kind = rs.weights_kind(machine, commit)
+    lines = [f"## {machine}", ""]
+    if kind == "synthetic-tiny":
+        lines += [f"> **{TINY_BANNER}.**", ""]
+    elif kind == "synthetic":
+        lines += [f"> **{SYNTH_BANNER}.**", ""]
+    elif kind is None:
+        lines += ["> Weights: unknown (no `meta.Context` result in this run).", ""]
+    n = TOKENS_PER_SECOND * (seconds or 0)
+    lines.append(f"Batch 1, {seconds} s clip, {n} decoded tokens (EOS ignored), commit `{commit[:8]}`.")
+    lines.append("")
+    lines += _preset_table(rs, machine, commit, seconds)
+    lines += _batch_table(rs, machine, commit, seconds)
+    lines += _stage_table(rs, machine, commit, seconds)
+    lines += [_machine_footer(rs, machine, commit, kind), ""]
     return "\n".join(lines)
 
 

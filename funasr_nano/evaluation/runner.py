@@ -219,6 +219,152 @@ def _progress(total, enabled, desc):
     return tqdm(total=total, desc=desc, unit="utt", file=sys.stderr, dynamic_ncols=True)
 
 
+def _batch_cap(batch, max_new_tokens, synthetic) -> int:
+    """The length cap for one batch: the caller's, else (synthetic weights never emit EOS) the automatic
+    cap of the batch's longest clip, else the reference's 512."""
+    if max_new_tokens is not None:
+        return max_new_tokens
+    return auto_max_new_tokens(max(ex.seconds for ex in batch)) if synthetic else REFERENCE_MAX_NEW_TOKENS
+
+
+def _warm_up(asr, batch, language, itn, cap, n):
+    """`n` untimed short transcriptions of the first batch (first-call allocations, lazy init); their
+    failures are ignored, the timed call reports them."""
+    for _ in range(n):
+        try:
+            _transcribe(asr, [ex.audio for ex in batch], language, itn, min(cap, 8))
+        except Exception:
+            pass
+
+
+def _utterance_records(batch, outs, secs, synthetic) -> list[dict]:
+    """One record per clip of a decoded batch (the batch's seconds shared evenly among its clips)."""
+    recs = []
+    for ex, (text, reason, ntok, err, stages) in zip(batch, outs):
+        rec = {"index": ex.index, "id": ex.id, "audio_seconds": round(ex.seconds, 4),
+               "source_rate": ex.source_rate, "ref": ex.text, "hyp": text or "",
+               "stop_reason": reason, "n_tokens": ntok, "compute_seconds": secs / len(batch),
+               "batch_size": len(batch)}
+        if isinstance(stages, dict):  # per stage, for the whole batch the clip was decoded in
+            rec["batch_stage_seconds"] = {k: round(v, 6) if isinstance(v, float) else v
+                                          for k, v in stages.items()}
+        if err:
+            rec["error"] = err
+        if synthetic:
+            rec["synthetic"] = True
+        recs.append(rec)
+    return recs
+
+
+def _decode_all(asr, cfg, rows, data_info, lang, bar, *, batch_size, max_new_tokens, warmup, synthetic):
+    """Read the set in batches of `batch_size` and transcribe each -> (utterance records, compute seconds,
+    reading seconds). Only the model calls are timed as compute (the time between batches is reading);
+    failures of the datasets / fsspec / hub stack while reading become a DatasetLoadError."""
+    utts: list[dict] = []
+    compute = 0.0
+    warmed = False
+
+    def flush(batch):
+        nonlocal compute, warmed
+        if not batch:
+            return
+        cap = _batch_cap(batch, max_new_tokens, synthetic)
+        if not warmed:
+            warmed = True
+            _warm_up(asr, batch, lang, cfg.itn, cap, warmup)
+        outs, secs = _run_batch(asr, batch, lang, cfg.itn, cap)
+        compute += secs
+        utts.extend(_utterance_records(batch, outs, secs, synthetic))
+        if bar is not None:
+            bar.update(len(batch))
+
+    batch = []
+    t_read = time.perf_counter()
+    read = 0.0
+    try:
+        for ex in iter_examples(cfg, rows, data_info):
+            read += time.perf_counter() - t_read
+            batch.append(ex)
+            if len(batch) == batch_size:
+                flush(batch)
+                batch = []
+            t_read = time.perf_counter()
+        flush(batch)
+    except DatasetLoadError:
+        raise
+    except Exception as e:
+        if "datasets" in type(e).__module__ or "fsspec" in type(e).__module__ or "huggingface" in type(e).__module__:
+            raise DatasetLoadError(f"reading {cfg.describe_source()} failed after {len(utts)} utterances: "
+                                   f"{type(e).__name__}: {e}") from e
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+    return utts, compute, read
+
+
+def _score(utts, norm, cfg):
+    """Normalise and score every record in place -> (corpus counts, n empty references, n scored,
+    n failed, audio seconds, stop-reason histogram)."""
+    for u in utts:
+        u["ref_norm"] = norm(u["ref"])
+        u["hyp_norm"] = norm(u["hyp"])
+    per = utterance_counts([u["ref_norm"] for u in utts], [u["hyp_norm"] for u in utts], cfg.metric)
+    for u, c in zip(utts, per):
+        u.update({"hits": c.hits, "substitutions": c.substitutions, "deletions": c.deletions,
+                  "insertions": c.insertions, "ref_units": c.ref_units,
+                  "rate": None if math.isnan(c.rate) else c.rate, "empty_ref": c.ref_units == 0})
+    tot = corpus_counts(per, cfg.empty_references)
+    n_empty = sum(1 for c in per if c.ref_units == 0)
+    n_scored = sum(1 for c in per if c.ref_units or cfg.empty_references == "count")
+    n_failed = sum(1 for u in utts if "error" in u)
+    audio_s = sum(u["audio_seconds"] for u in utts)
+    stops: dict = {}
+    for u in utts:
+        stops[str(u["stop_reason"])] = stops.get(str(u["stop_reason"]), 0) + 1
+    return tot, n_empty, n_scored, n_failed, audio_s, stops
+
+
+def _score_warnings(utts, cfg, *, n_empty, n_failed, stops, synthetic, policy, full) -> list[str]:
+    """What a reader of the numbers must know: empty references, failed clips, capped decodes, digits
+    against spoken-form references, a full split of unexpected size."""
+    warnings = []
+    if n_empty:
+        warnings.append(f"{n_empty} reference(s) empty after normalisation: "
+                        + ("left out of the score (Open ASR Leaderboard rule)" if cfg.empty_references == "skip"
+                           else "their insertions are counted"))
+    if n_failed:
+        first = next(u for u in utts if "error" in u)
+        warnings.append(f"{n_failed} utterance(s) failed to transcribe and are scored as empty hypotheses "
+                        f"(first: {first['id']}: {first['error']})")
+    if not synthetic and stops.get("max_new_tokens"):
+        warnings.append(f"{stops['max_new_tokens']} utterance(s) hit the max_new_tokens cap ({policy})")
+    if cfg.metric == "cer" and not cfg.itn:
+        digits = sum(1 for u in utts if re.search(r"[0-9]", u["hyp_norm"]))
+        if digits and not synthetic:
+            warnings.append(f"{digits} hypothesis(es) contain Arabic digits although ITN is off; the references "
+                            "are spoken-form Chinese numerals, so these count as errors")
+    if full and cfg.num_examples and len(utts) != cfg.num_examples:
+        warnings.append(f"read {len(utts)} utterances, the config expects {cfg.num_examples} for the full split")
+    return warnings
+
+
+def _data_record(cfg, data_info, *, full, fingerprint) -> dict:
+    """The result's ``data`` block: where the set came from and how it was read (plus, with
+    `fingerprint`, the source's fingerprint)."""
+    data = {**data_info, "name": cfg.name, "description": cfg.description, "hub_id": cfg.hub_id,
+            "hub_config": cfg.hub_config, "split": cfg.split, "revision": cfg.revision,
+            "path": cfg.path, "data_files": cfg.data_files, "audio_column": cfg.audio_column,
+            "text_column": cfg.text_column, "id_column": cfg.id_column, "full_set": full,
+            "num_examples_expected": cfg.num_examples, "config_file": cfg.source_file,
+            "empty_references": cfg.empty_references}
+    data.pop("base_dir", None)
+    data.pop("audio_key", None)
+    if fingerprint:
+        data.update(source_fingerprint(cfg))
+    return data
+
+
 def evaluate(asr, dataset_name_or_cfg="smoke", limit: int | None = None, batch_size: int = 1,
              output_dir=None, progress: bool = True, *, subset: str = "first", streaming: bool | None = None,
              max_new_tokens: int | None = None, warmup: int = 1, language: str | None = None,
@@ -255,113 +401,17 @@ def evaluate(asr, dataset_name_or_cfg="smoke", limit: int | None = None, batch_s
     rows, total, data_info = open_dataset(cfg, limit=limit, subset=subset, streaming=streaming)
     load_seconds = time.perf_counter() - t_load0
     bar = _progress(total, progress, cfg.name)
-
-    utts: list[dict] = []
-    compute = 0.0
-    warmed = 0
-
-    def flush(batch):
-        nonlocal compute, warmed
-        if not batch:
-            return
-        cap = max_new_tokens if max_new_tokens is not None else (
-            auto_max_new_tokens(max(ex.seconds for ex in batch)) if synthetic else REFERENCE_MAX_NEW_TOKENS)
-        while warmed < warmup:  # untimed: first-call allocations, lazy init
-            warmed += 1
-            try:
-                _transcribe(asr, [ex.audio for ex in batch], lang, cfg.itn, min(cap, 8))
-            except Exception:
-                pass
-        outs, secs = _run_batch(asr, batch, lang, cfg.itn, cap)
-        compute += secs
-        for ex, (text, reason, ntok, err, stages) in zip(batch, outs):
-            rec = {"index": ex.index, "id": ex.id, "audio_seconds": round(ex.seconds, 4),
-                   "source_rate": ex.source_rate, "ref": ex.text, "hyp": text or "",
-                   "stop_reason": reason, "n_tokens": ntok, "compute_seconds": secs / len(batch),
-                   "batch_size": len(batch)}
-            if isinstance(stages, dict):  # per stage, for the whole batch the clip was decoded in
-                rec["batch_stage_seconds"] = {k: round(v, 6) if isinstance(v, float) else v
-                                              for k, v in stages.items()}
-            if err:
-                rec["error"] = err
-            if synthetic:
-                rec["synthetic"] = True
-            utts.append(rec)
-        if bar is not None:
-            bar.update(len(batch))
-
-    batch = []
-    t_read = time.perf_counter()
-    read = 0.0
-    try:
-        for ex in iter_examples(cfg, rows, data_info):
-            read += time.perf_counter() - t_read
-            batch.append(ex)
-            if len(batch) == batch_size:
-                flush(batch)
-                batch = []
-            t_read = time.perf_counter()
-        flush(batch)
-    except DatasetLoadError:
-        raise
-    except Exception as e:
-        if "datasets" in type(e).__module__ or "fsspec" in type(e).__module__ or "huggingface" in type(e).__module__:
-            raise DatasetLoadError(f"reading {cfg.describe_source()} failed after {len(utts)} utterances: "
-                                   f"{type(e).__name__}: {e}") from e
-        raise
-    finally:
-        if bar is not None:
-            bar.close()
+    utts, compute, read = _decode_all(asr, cfg, rows, data_info, lang, bar, batch_size=batch_size,
+                                      max_new_tokens=max_new_tokens, warmup=warmup, synthetic=synthetic)
     load_seconds += read
     if not utts:
         raise DatasetLoadError(f"dataset {cfg.name!r} ({cfg.describe_source()}) yielded no utterance")
 
-    # ----- scoring -----------------------------------------------------------------------------------
-    for u in utts:
-        u["ref_norm"] = norm(u["ref"])
-        u["hyp_norm"] = norm(u["hyp"])
-    per = utterance_counts([u["ref_norm"] for u in utts], [u["hyp_norm"] for u in utts], cfg.metric)
-    for u, c in zip(utts, per):
-        u.update({"hits": c.hits, "substitutions": c.substitutions, "deletions": c.deletions,
-                  "insertions": c.insertions, "ref_units": c.ref_units,
-                  "rate": None if math.isnan(c.rate) else c.rate, "empty_ref": c.ref_units == 0})
-    tot = corpus_counts(per, cfg.empty_references)
-    n_empty = sum(1 for c in per if c.ref_units == 0)
-    n_scored = sum(1 for c in per if c.ref_units or cfg.empty_references == "count")
-    n_failed = sum(1 for u in utts if "error" in u)
-    audio_s = sum(u["audio_seconds"] for u in utts)
-    stops: dict = {}
-    for u in utts:
-        stops[str(u["stop_reason"])] = stops.get(str(u["stop_reason"]), 0) + 1
-
-    if n_empty:
-        warnings.append(f"{n_empty} reference(s) empty after normalisation: "
-                        + ("left out of the score (Open ASR Leaderboard rule)" if cfg.empty_references == "skip"
-                           else "their insertions are counted"))
-    if n_failed:
-        first = next(u for u in utts if "error" in u)
-        warnings.append(f"{n_failed} utterance(s) failed to transcribe and are scored as empty hypotheses "
-                        f"(first: {first['id']}: {first['error']})")
-    if not synthetic and stops.get("max_new_tokens"):
-        warnings.append(f"{stops['max_new_tokens']} utterance(s) hit the max_new_tokens cap ({policy})")
-    if cfg.metric == "cer" and not cfg.itn:
-        digits = sum(1 for u in utts if re.search(r"[0-9]", u["hyp_norm"]))
-        if digits and not synthetic:
-            warnings.append(f"{digits} hypothesis(es) contain Arabic digits although ITN is off; the references "
-                            "are spoken-form Chinese numerals, so these count as errors")
+    tot, n_empty, n_scored, n_failed, audio_s, stops = _score(utts, norm, cfg)
     full = limit is None
-    if full and cfg.num_examples and len(utts) != cfg.num_examples:
-        warnings.append(f"read {len(utts)} utterances, the config expects {cfg.num_examples} for the full split")
-    data = {**data_info, "name": cfg.name, "description": cfg.description, "hub_id": cfg.hub_id,
-            "hub_config": cfg.hub_config, "split": cfg.split, "revision": cfg.revision,
-            "path": cfg.path, "data_files": cfg.data_files, "audio_column": cfg.audio_column,
-            "text_column": cfg.text_column, "id_column": cfg.id_column, "full_set": full,
-            "num_examples_expected": cfg.num_examples, "config_file": cfg.source_file,
-            "empty_references": cfg.empty_references}
-    data.pop("base_dir", None)
-    data.pop("audio_key", None)
-    if fingerprint:
-        data.update(source_fingerprint(cfg))
+    warnings += _score_warnings(utts, cfg, n_empty=n_empty, n_failed=n_failed, stops=stops,
+                                synthetic=synthetic, policy=policy, full=full)
+    data = _data_record(cfg, data_info, full=full, fingerprint=fingerprint)
 
     rate = tot.rate
     res = EvalResult(

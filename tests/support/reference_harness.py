@@ -459,23 +459,10 @@ def greedy_steps(llm, inputs_embeds, n_steps: int):
     return torch.stack(logits_all).numpy().astype(np.float32), np.asarray(toks, dtype=np.int64)
 
 
-def run_reference(model, tokenizer, frontend, audio: np.ndarray, language=None, hotwords=None,
-                  itn: bool = True, n_steps: int = 32, prev_text: str = "") -> dict[str, np.ndarray]:
-    """Run one clip through the reference and record every stage (see module docstring).
-
-    Keys: fbank [T,80], lfr [T_lfr,560], encoder_out [T_lfr,D_enc], adaptor_out [T_lfr,D_llm]
-    (full), fake_token_len, prompt_ids [S] (0 = audio placeholder), fbank_beg,
-    inputs_embeds [S,D_llm], step_logits [n_steps,V], greedy_tokens, top2_margin,
-    generate_tokens (reference generate ids, -1 padded to n_steps), generate_len,
-    greedy_matches_generate, reference_text, reference_text_tn, plus bookkeeping strings
-    (user_prompt, prompt_text, fbank_backend, fbank_dither, versions_json).
-    """
+def _prepare_stage(model, tokenizer, frontend, audio_t, kw) -> dict:
+    """Stage 1: the reference's own inference_prepare (fbank -> LFR -> encoder -> adaptor -> splice),
+    with the frontend recorded and checked (one fbank / LFR call, no dither, LFR scaled in place)."""
     torch = _torch()
-    audio = np.ascontiguousarray(np.asarray(audio, dtype=np.float32).reshape(-1))
-    audio_t = torch.from_numpy(audio.copy())
-    kw = inference_kwargs(model, language, hotwords, itn, n_steps, prev_text)
-
-    # ---- stage 1: the reference's own inference_prepare (fbank -> LFR -> encoder -> adaptor -> splice)
     prompt = model.get_prompt(kw["hotwords"], kw["language"], kw["itn"])
     data_in = [model.generate_chatml(prompt, audio_t)]
     with torch.no_grad(), _record_frontend() as fr:
@@ -494,17 +481,15 @@ def run_reference(model, tokenizer, frontend, audio: np.ndarray, language=None, 
     scale = model.audio_encoder.output_size() ** 0.5
     if not torch.equal(batch["speech"][0], lfr * scale):
         raise RuntimeError("batch speech is not the recorded LFR output scaled in place by sqrt(d)")
-    fake_token_len = int(batch["fake_token_len"][0, 0])
-    fbank_beg = int(batch["fbank_beg"][0, 0])
-    prompt_ids = source_ids[0].numpy().astype(np.int64)
-    emb = inputs_embeds[0].detach().float()
+    return {"prompt": prompt, "fbank": fr["fbank"][0], "lfr": lfr, "dither": dither, "meta": meta,
+            "fake_token_len": int(batch["fake_token_len"][0, 0]), "fbank_beg": int(batch["fbank_beg"][0, 0]),
+            "prompt_ids": source_ids[0].numpy().astype(np.int64), "emb": inputs_embeds[0].detach().float()}
 
-    # ---- stage 2: stepwise greedy with the HF LLM (KV cache), EOS ignored
-    step_logits, greedy = greedy_steps(model.llm, emb, n_steps)
-    top2 = np.sort(step_logits, axis=-1)[:, -2:]
-    top2_margin = (top2[:, 1] - top2[:, 0]).astype(np.float32)
 
-    # ---- stage 3: the reference's own inference (generate + post-processing)
+def _generate_stage(model, tokenizer, frontend, audio_t, kw, greedy, n_steps: int):
+    """Stage 3: the reference's own inference (generate + post-processing) -> (results, generate ids
+    -1 padded to n_steps, their count, whether they are the stepwise greedy ids up to an EOS)."""
+    torch = _torch()
     with torch.no_grad(), _record_generate(model.llm) as gen:
         results, _ = model.inference(
             [audio_t], key=["ref"], tokenizer=tokenizer, frontend=frontend, **kw
@@ -516,6 +501,36 @@ def run_reference(model, tokenizer, frontend, audio: np.ndarray, language=None, 
         matches = int(gen_ids[-1]) in EOS_IDS
     gen_pad = np.full(n_steps, -1, dtype=np.int64)
     gen_pad[: min(n_gen, n_steps)] = gen_ids[:n_steps]
+    return results, gen_pad, n_gen, matches
+
+
+def run_reference(model, tokenizer, frontend, audio: np.ndarray, language=None, hotwords=None,
+                  itn: bool = True, n_steps: int = 32, prev_text: str = "") -> dict[str, np.ndarray]:
+    """Run one clip through the reference and record every stage (see module docstring).
+
+    Keys: fbank [T,80], lfr [T_lfr,560], encoder_out [T_lfr,D_enc], adaptor_out [T_lfr,D_llm]
+    (full), fake_token_len, prompt_ids [S] (0 = audio placeholder), fbank_beg,
+    inputs_embeds [S,D_llm], step_logits [n_steps,V], greedy_tokens, top2_margin,
+    generate_tokens (reference generate ids, -1 padded to n_steps), generate_len,
+    greedy_matches_generate, reference_text, reference_text_tn, plus bookkeeping strings
+    (user_prompt, prompt_text, fbank_backend, fbank_dither, versions_json).
+    """
+    torch = _torch()
+    audio = np.ascontiguousarray(np.asarray(audio, dtype=np.float32).reshape(-1))
+    audio_t = torch.from_numpy(audio.copy())
+    kw = inference_kwargs(model, language, hotwords, itn, n_steps, prev_text)
+
+    # ---- stage 1: the reference's own inference_prepare (fbank -> LFR -> encoder -> adaptor -> splice)
+    st = _prepare_stage(model, tokenizer, frontend, audio_t, kw)
+    fake_token_len, fbank_beg, prompt_ids, emb = st["fake_token_len"], st["fbank_beg"], st["prompt_ids"], st["emb"]
+
+    # ---- stage 2: stepwise greedy with the HF LLM (KV cache), EOS ignored
+    step_logits, greedy = greedy_steps(model.llm, emb, n_steps)
+    top2 = np.sort(step_logits, axis=-1)[:, -2:]
+    top2_margin = (top2[:, 1] - top2[:, 0]).astype(np.float32)
+
+    # ---- stage 3: the reference's own inference (generate + post-processing)
+    results, gen_pad, n_gen, matches = _generate_stage(model, tokenizer, frontend, audio_t, kw, greedy, n_steps)
 
     pre = tokenizer.decode(prompt_ids[:fbank_beg].tolist())
     post = tokenizer.decode(prompt_ids[fbank_beg + fake_token_len:].tolist())
@@ -523,10 +538,10 @@ def run_reference(model, tokenizer, frontend, audio: np.ndarray, language=None, 
 
     return {
         "audio_num_samples": np.asarray(audio.size, dtype=np.int64),
-        "fbank": fr["fbank"][0].numpy().astype(np.float32),
-        "lfr": lfr.numpy().astype(np.float32),
-        "encoder_out": meta["encoder_out"][0].detach().float().numpy(),
-        "adaptor_out": meta["audio_adaptor_out"][0].detach().float().numpy(),
+        "fbank": st["fbank"].numpy().astype(np.float32),
+        "lfr": st["lfr"].numpy().astype(np.float32),
+        "encoder_out": st["meta"]["encoder_out"][0].detach().float().numpy(),
+        "adaptor_out": st["meta"]["audio_adaptor_out"][0].detach().float().numpy(),
         "fake_token_len": np.asarray(fake_token_len, dtype=np.int64),
         "prompt_ids": prompt_ids,
         "fbank_beg": np.asarray(fbank_beg, dtype=np.int64),
@@ -539,10 +554,10 @@ def run_reference(model, tokenizer, frontend, audio: np.ndarray, language=None, 
         "greedy_matches_generate": np.asarray(matches),
         "reference_text": np.asarray(results[0]["text"], dtype=np.str_),
         "reference_text_tn": np.asarray(results[0]["text_tn"], dtype=np.str_),
-        "user_prompt": np.asarray(prompt, dtype=np.str_),
+        "user_prompt": np.asarray(st["prompt"], dtype=np.str_),
         "prompt_text": np.asarray(prompt_text, dtype=np.str_),
         "fbank_backend": np.asarray(fbank_backend(), dtype=np.str_),
-        "fbank_dither": np.asarray(dither, dtype=np.float64),
+        "fbank_dither": np.asarray(st["dither"], dtype=np.float64),
         "versions_json": np.asarray(json.dumps(library_versions(), sort_keys=True), dtype=np.str_),
     }
 

@@ -197,7 +197,8 @@ def parse_variants(args) -> list[dict]:
     return [{"preset": p, "policy_spec": pol, "label": p if pol is None else f"{p} [{pol}]"} for p, pol in out]
 
 
-def main(argv=None) -> int:
+def _parse_args(argv):
+    """The command line (one linear argparse definition; see the module docstring)."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", required=True, help="checkpoint directory")
     ap.add_argument("--preset", action="append", default=None, help="precision preset(s) (default bf16, q4, fp32)")
@@ -219,58 +220,42 @@ def main(argv=None) -> int:
                     help="teacher-forced fidelity vs fp32 per preset on a 5 s clip over this many tokens (0: off)")
     ap.add_argument("--json", default=None)
     ap.add_argument("--md", default=None)
-    args = ap.parse_args(argv)
-    variants = parse_variants(args)
-    batches = args.batch or [1, 8, 32]
-    lengths = args.seconds or [5.0, 10.0, 30.0]
+    return ap.parse_args(argv)
 
+
+def _fidelity_reference(args, variants, meta):
+    """The fp32 teacher-forced reference the other presets are scored against (None when
+    --fidelity-tokens is 0 or every variant is fp32); the fp32 model is freed once its logits exist."""
+    if not (args.fidelity_tokens and any(v["preset"] != "fp32" for v in variants)):
+        return None
     import mlx.core as mx
 
     import funasr_nano
-    from funasr_nano.runtime.backend import detect_backend, resolve_policy
-    from funasr_nano.synthetic import is_synthetic
+    from funasr_nano.bench.fidelity import TeacherForcedReference
+    from funasr_nano.synthetic.signals import speech_like
 
-    env = env_info()
-    print(f"[sweep] {env}", flush=True)
-    if args.require_gpu and detect_backend() == "cpu":
-        raise SystemExit(f"--require-gpu: MLX's default device is {env.get('default_device')}")
-    weights = "synthetic weights (seeded random)" if is_synthetic(args.model) else f"weights: {args.model}"
-    for v in variants:
-        v["policy"] = resolve_policy(v["policy_spec"]).to_dict()
-    meta = {"model": args.model, "weights": weights, "tokens_per_second": args.tokens_per_second,
-            "repeats": args.repeats, "big_audio_s": args.big_audio_s, "big_repeats": args.big_repeats,
-            "warmup_tokens": WARMUP_TOKENS, "variants": [v["label"] for v in variants], "batches": batches,
-            "seconds": lengths, "clips": f"speech_like x {N_BASE_CLIPS} seeds, rows rolled by 0.1 s",
-            "policies": {"default": resolve_policy().summary(),
-                         **{v["label"]: resolve_policy(v["policy_spec"]).summary() for v in variants
-                            if v["policy_spec"]}}}
-    t_start = time.perf_counter()
-    rows, loads, clip_cache = [], {}, {}
+    ref_asr = funasr_nano.load(args.model, preset="fp32")
+    fid_ref = TeacherForcedReference(ref_asr, speech_like(5.0, seed=11), n_tokens=args.fidelity_tokens)
+    mx.eval(fid_ref.logits)
+    del ref_asr
+    gc.collect()
+    mx.clear_cache()
+    meta["fidelity"] = (f"teacher-forced vs fp32 on a 5 s speech-like clip, {args.fidelity_tokens} tokens "
+                        "(funasr_nano.bench.fidelity.teacher_forced_fidelity)")
+    return fid_ref
 
-    def dump():
-        if args.json:
-            Path(args.json).write_text(json.dumps(json_safe({"env": env, "meta": meta, "loads": loads, "rows": rows,
-                                                              "elapsed_s": time.perf_counter() - t_start}),
-                                                  indent=2))
-        if args.md:
-            Path(args.md).write_text(fmt_md(rows, env, meta))
 
-    fid_ref = None
-    if args.fidelity_tokens and any(v["preset"] != "fp32" for v in variants):
-        from funasr_nano.bench.fidelity import TeacherForcedReference
-        from funasr_nano.synthetic.signals import speech_like
+def _load_variants(args, variants, fid_ref, loads: dict) -> dict:
+    """{(preset, quantized compute dtype): model, or the exception that stopped its load}; fills `loads`
+    (load time, weight bytes, plan, fidelity) and each variant's "key", "pol" and "plan".
 
-        ref_asr = funasr_nano.load(args.model, preset="fp32")
-        fid_ref = TeacherForcedReference(ref_asr, speech_like(5.0, seed=11), n_tokens=args.fidelity_tokens)
-        mx.eval(fid_ref.logits)
-        del ref_asr
-        gc.collect()
-        mx.clear_cache()
-        meta["fidelity"] = (f"teacher-forced vs fp32 on a 5 s speech-like clip, {args.fidelity_tokens} tokens "
-                            "(funasr_nano.bench.fidelity.teacher_forced_fidelity)")
+    One load per (preset, quantized compute dtype); variants that differ only in other policy
+    fields share it and switch `asr.policy` before each call."""
+    import mlx.core as mx
 
-    # One load per (preset, quantized compute dtype); variants that differ only in other policy
-    # fields share it and switch `asr.policy` before each call.
+    import funasr_nano
+    from funasr_nano.runtime.backend import resolve_policy
+
     models = {}
     for v in variants:
         pol = resolve_policy(v["policy_spec"])
@@ -302,6 +287,98 @@ def main(argv=None) -> int:
         v["pol"] = pol
         m = models[key]
         v["plan"] = m.plan.name if not isinstance(m, Exception) else None
+    return models
+
+
+def _measure_config(variants, models, wavs, n, reps) -> tuple[dict, dict]:
+    """Warm every variant up, then `reps` interleaved timed calls (A B C A B C ...) -> (runs by label,
+    error by label). A variant that fails (not loaded, out of memory at the largest batch ...) is
+    recorded and left out of the later calls; the others go on."""
+    import mlx.core as mx
+
+    runs, errors = {v["label"]: [] for v in variants}, {}
+    for v in variants:  # warm-up, in the same order
+        m = models[v["key"]]
+        if isinstance(m, Exception):
+            errors[v["label"]] = f"cannot load: {type(m).__name__}: {m}"
+            continue
+        try:
+            m.policy = v["pol"]
+            m.transcribe_batch(wavs, max_new_tokens=WARMUP_TOKENS, ignore_eos=True)
+        except Exception as e:  # e.g. out of memory at the largest batch: recorded, the rest go on
+            errors[v["label"]] = f"{type(e).__name__}: {e}"
+            mx.clear_cache()
+    for _ in range(reps):
+        for v in variants:  # interleaved: A B C A B C ...
+            if v["label"] in errors:
+                continue
+            m = models[v["key"]]
+            m.policy = v["pol"]
+            try:
+                runs[v["label"]].append(one_run(m, wavs, n))
+            except Exception as e:
+                errors[v["label"]] = f"{type(e).__name__}: {e}"
+                mx.clear_cache()
+    return runs, errors
+
+
+def _config_rows(variants, loads, b, sec, n, runs, errors) -> list:
+    """One row per variant for one (batch, length): its summary with fidelity, or its error (printed)."""
+    rows = []
+    for v in variants:
+        if v["label"] in errors:
+            rows.append({"variant": v["label"], "preset": v["preset"], "batch": b, "seconds": sec,
+                         "error": errors[v["label"]]})
+            print(f"[sweep] {v['label']} b={b} {sec:g}s ERROR {errors[v['label']]}", flush=True)
+            continue
+        info = loads[f"{v['preset']}@{v['pol'].quant_compute}"]
+        row = summarize(v, b, sec, n, runs[v["label"]], info["weight_bytes"])
+        if "fidelity" in info:
+            row["top1_vs_fp32"] = info["fidelity"]["top1_agreement"]
+            row["kl_vs_fp32"] = info["fidelity"]["mean_kl"]
+        rows.append(row)
+        print(f"[sweep] {v['label']} b={b} {sec:g}s: wall {row['wall_s']:.3f} s RTFx {row['rtfx']:.1f} "
+              f"{row['ms_per_token']:.2f} ms/token prefill {row['prefill_ms']:.1f} ms peak "
+              f"{row['peak_bytes'] / 1e6:.0f} MB", flush=True)
+    return rows
+
+
+def main(argv=None) -> int:
+    args = _parse_args(argv)
+    variants = parse_variants(args)
+    batches = args.batch or [1, 8, 32]
+    lengths = args.seconds or [5.0, 10.0, 30.0]
+
+    from funasr_nano.runtime.backend import detect_backend, resolve_policy
+    from funasr_nano.synthetic import is_synthetic
+
+    env = env_info()
+    print(f"[sweep] {env}", flush=True)
+    if args.require_gpu and detect_backend() == "cpu":
+        raise SystemExit(f"--require-gpu: MLX's default device is {env.get('default_device')}")
+    weights = "synthetic weights (seeded random)" if is_synthetic(args.model) else f"weights: {args.model}"
+    for v in variants:
+        v["policy"] = resolve_policy(v["policy_spec"]).to_dict()
+    meta = {"model": args.model, "weights": weights, "tokens_per_second": args.tokens_per_second,
+            "repeats": args.repeats, "big_audio_s": args.big_audio_s, "big_repeats": args.big_repeats,
+            "warmup_tokens": WARMUP_TOKENS, "variants": [v["label"] for v in variants], "batches": batches,
+            "seconds": lengths, "clips": f"speech_like x {N_BASE_CLIPS} seeds, rows rolled by 0.1 s",
+            "policies": {"default": resolve_policy().summary(),
+                         **{v["label"]: resolve_policy(v["policy_spec"]).summary() for v in variants
+                            if v["policy_spec"]}}}
+    t_start = time.perf_counter()
+    rows, loads, clip_cache = [], {}, {}
+
+    def dump():
+        if args.json:
+            Path(args.json).write_text(json.dumps(json_safe({"env": env, "meta": meta, "loads": loads, "rows": rows,
+                                                              "elapsed_s": time.perf_counter() - t_start}),
+                                                  indent=2))
+        if args.md:
+            Path(args.md).write_text(fmt_md(rows, env, meta))
+
+    fid_ref = _fidelity_reference(args, variants, meta)
+    models = _load_variants(args, variants, fid_ref, loads)
 
     over = lambda: args.budget_s and time.perf_counter() - t_start > args.budget_s  # noqa: E731
     for b in batches:
@@ -314,44 +391,8 @@ def main(argv=None) -> int:
             wavs = make_clips(sec, b, clip_cache)
             n = pinned_tokens(sec, args.tokens_per_second)
             reps = args.big_repeats if b * sec >= args.big_audio_s else args.repeats
-            runs, errors = {v["label"]: [] for v in variants}, {}
-            for v in variants:  # warm-up, in the same order
-                m = models[v["key"]]
-                if isinstance(m, Exception):
-                    errors[v["label"]] = f"cannot load: {type(m).__name__}: {m}"
-                    continue
-                try:
-                    m.policy = v["pol"]
-                    m.transcribe_batch(wavs, max_new_tokens=WARMUP_TOKENS, ignore_eos=True)
-                except Exception as e:  # e.g. out of memory at the largest batch: recorded, the rest go on
-                    errors[v["label"]] = f"{type(e).__name__}: {e}"
-                    mx.clear_cache()
-            for _ in range(reps):
-                for v in variants:  # interleaved: A B C A B C ...
-                    if v["label"] in errors:
-                        continue
-                    m = models[v["key"]]
-                    m.policy = v["pol"]
-                    try:
-                        runs[v["label"]].append(one_run(m, wavs, n))
-                    except Exception as e:
-                        errors[v["label"]] = f"{type(e).__name__}: {e}"
-                        mx.clear_cache()
-            for v in variants:
-                if v["label"] in errors:
-                    rows.append({"variant": v["label"], "preset": v["preset"], "batch": b, "seconds": sec,
-                                 "error": errors[v["label"]]})
-                    print(f"[sweep] {v['label']} b={b} {sec:g}s ERROR {errors[v['label']]}", flush=True)
-                    continue
-                info = loads[f"{v['preset']}@{v['pol'].quant_compute}"]
-                row = summarize(v, b, sec, n, runs[v["label"]], info["weight_bytes"])
-                if "fidelity" in info:
-                    row["top1_vs_fp32"] = info["fidelity"]["top1_agreement"]
-                    row["kl_vs_fp32"] = info["fidelity"]["mean_kl"]
-                rows.append(row)
-                print(f"[sweep] {v['label']} b={b} {sec:g}s: wall {row['wall_s']:.3f} s RTFx {row['rtfx']:.1f} "
-                      f"{row['ms_per_token']:.2f} ms/token prefill {row['prefill_ms']:.1f} ms peak "
-                      f"{row['peak_bytes'] / 1e6:.0f} MB", flush=True)
+            runs, errors = _measure_config(variants, models, wavs, n, reps)
+            rows += _config_rows(variants, loads, b, sec, n, runs, errors)
             print(f"[sweep] b={b} {sec:g}s done in {time.perf_counter() - t1:.1f} s", flush=True)
             dump()
     dump()
