@@ -17,10 +17,11 @@ import pytest
 from funasr_nano.bench import history, quick
 from funasr_nano.bench.asv_safe import _atomic
 from funasr_nano.bench.lock import BenchLock
+from tests.support.optional import need
 
 ROOT = Path(__file__).resolve().parents[1]
 
-pytest.importorskip("asv")
+need("asv")
 
 # Fast entries with the tiny model: each is one benchmark process of a few seconds.
 ENTRIES = [

@@ -12,14 +12,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from funasr_nano.bench import quick
+from tests.support.optional import need
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = Path(__file__).parent / "data" / "asv_results"
 
-pytest.importorskip("asv")
+need("asv")
 
 
 def _env(tmp_path, **extra):

@@ -14,6 +14,7 @@ import pytest
 
 from funasr_nano.bench import report
 from funasr_nano.bench.results import load_results
+from tests.support.optional import need, requires
 
 DATA = Path(__file__).parent / "data" / "asv_results"
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -83,6 +84,7 @@ def test_markdown_table(rs):
     assert header.count("|") - 1 == len(header.split("|")) - 2
 
 
+@requires("matplotlib")
 def test_build_report_writes_charts(tmp_path, rs):
     rep = report.build_report(DATA, tmp_path)
     names = sorted(Path(p).name for p in rep["charts"])
@@ -125,10 +127,11 @@ def test_real_weights_are_not_labelled_synthetic(tmp_path):
 
 def test_history_params_and_cli(tmp_path, capsys):
     assert report.parse_params("preset=q4,batch=1,seconds=5") == {"preset": "q4", "batch": 1, "seconds": 5}
+    assert report.main(["--results", str(tmp_path / "missing")]) == 2
+    need("matplotlib")  # the charts
     rc = report.main(["--results", str(DATA), "--out", str(tmp_path), "--history", "decode.Decode.track_ms_per_token",
                       "--history-params", "preset=q4,batch=1,seconds=5", "--quality", "kl"])
     assert rc == 0
     out = capsys.readouterr().out
     assert "| Preset |" in out and "chart:" in out
     assert (tmp_path / "history-decode.Decode.track_ms_per_token.png").is_file()
-    assert report.main(["--results", str(tmp_path / "missing")]) == 2

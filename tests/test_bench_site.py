@@ -19,7 +19,9 @@ from pathlib import Path
 
 import pytest
 
-asv = pytest.importorskip("asv")
+from tests.support.optional import need
+
+asv = need("asv")
 from funasr_nano.bench import browser, publish  # noqa: E402
 from funasr_nano.bench.results import load_results  # noqa: E402
 
@@ -94,7 +96,7 @@ def chromium():
     if exe is None:
         pytest.skip("no Chromium on this machine: scripts/test.sh installs Debian's `chromium` when run as "
                     f"root; elsewhere install one or set ${browser.ENV_CHROMIUM}")
-    pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e .[test])")
+    need("playwright.sync_api")
     with browser.chromium(exe) as b:
         yield b
 

@@ -30,7 +30,9 @@ from funasr_nano.checkpoint.torch_reader import read_model_pt
 from funasr_nano.model.layout import expected_shapes
 from funasr_nano.synthetic.sizes import get_preset
 
-torch = pytest.importorskip("torch")
+from tests.support.optional import need
+
+torch = need("torch")
 
 
 # ----------------------------------------------------------------------------- helpers

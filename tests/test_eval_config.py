@@ -4,8 +4,6 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("whisper_normalizer")
-
 from funasr_nano.evaluation.config import MIRROR_ENV, DatasetConfig, DatasetConfigError, list_datasets, load_config
 
 REPO = Path(__file__).resolve().parents[1]

@@ -5,8 +5,10 @@ import io
 import numpy as np
 import pytest
 
-pytest.importorskip("datasets")
-pytest.importorskip("whisper_normalizer")
+from tests.support.optional import need
+
+need("datasets")
+need("whisper_normalizer")
 import soundfile as sf
 
 from tests.support import eval_fixtures as fixtures

@@ -4,7 +4,9 @@ import math
 
 import pytest
 
-jiwer = pytest.importorskip("jiwer")
+from tests.support.optional import need
+
+jiwer = need("jiwer")
 
 from funasr_nano.evaluation.metrics import ErrorCounts, corpus_counts, error_rate, utterance_counts
 

@@ -9,9 +9,11 @@ from types import SimpleNamespace
 
 import pytest
 
-pytest.importorskip("datasets")
-pytest.importorskip("jiwer")
-pytest.importorskip("whisper_normalizer")
+from tests.support.optional import need
+
+need("datasets")
+need("jiwer")
+need("whisper_normalizer")
 
 from funasr_nano.evaluation import SYNTHETIC_WARNING, EvalResult, evaluate
 from tests.support import eval_fixtures as fixtures

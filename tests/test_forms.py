@@ -32,9 +32,11 @@ from funasr_nano.checkpoint.torch_writer import write_model_pt
 from funasr_nano.checkpoint.forms import CheckpointWarning, detect_form
 from funasr_nano.synthetic.signals import speech_like
 
+from tests.support.optional import need
 from tests.support.reference_harness import reference_checkpoint
 
-torch = pytest.importorskip("torch")
+torch = need("torch")
+need("funasr")  # the reference harness builds the checkpoints
 
 N_TOKENS = 8
 
@@ -185,7 +187,7 @@ def tiny_ref():
 
 @pytest.fixture(scope="module")
 def tiny_hf(tiny_ref, tmp_path_factory):
-    pytest.importorskip("transformers")
+    need("transformers")
     from funasr_nano.checkpoint.hf import write_hf_checkpoint
 
     return write_hf_checkpoint(tiny_ref, tmp_path_factory.mktemp("hf") / "tiny-hf")
@@ -248,7 +250,7 @@ def test_save_quantized_from_other_forms(tiny_hf, mlxa_float, wav, tmp_path):
 
 def _mlx_audio_convert(ref_dir: Path, out: Path) -> Path:
     """mlx-audio's own converter (bf16, as mlx-community/Fun-ASR-Nano-2512)."""
-    conv = pytest.importorskip("mlx_audio.stt.models.fun_asr_nano.convert")
+    conv = need("mlx_audio.stt.models.fun_asr_nano.convert")
     out = conv.convert(str(ref_dir), str(out), include_examples=False)
     # mlx-audio's converter writes the released model's encoder/adaptor sizes whatever the source
     # (its RUNTIME_CONFIG); give the tiny harness model its own, as a converter of it would.
@@ -268,7 +270,7 @@ def _mlx_audio_convert(ref_dir: Path, out: Path) -> Path:
 
 def _mlx_audio_quantize(float_dir: Path, out: Path, bits: int) -> Path:
     """`mlx_audio.convert --quantize` (how the -4bit/-8bit repos are made); affine, group 64."""
-    mconv = pytest.importorskip("mlx_audio.convert")
+    mconv = need("mlx_audio.convert")
     mconv.convert(str(float_dir), str(out), quantize=True, q_bits=bits, q_group_size=64, model_domain="stt")
     return out
 

@@ -27,10 +27,12 @@ import pytest
 import funasr_nano
 from funasr_nano.checkpoint.hf import write_hf_checkpoint
 
+from tests.support.optional import need
 from tests.support.reference_harness import reference_checkpoint, reference_npz
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
+torch = need("torch")
+transformers = need("transformers")
+need("funasr")  # the reference harness
 FunAsrNano = getattr(transformers, "FunAsrNanoForConditionalGeneration", None)
 
 HF_TOL = 1e-5

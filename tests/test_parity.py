@@ -20,7 +20,11 @@ import pytest
 import funasr_nano
 from funasr_nano.model import frontend as fe
 
+from tests.support.optional import need
 from tests.support.reference_harness import reference_checkpoint, reference_npz
+
+need("torch")
+need("funasr")  # the reference: the official PyTorch implementation
 
 FRONTEND_TOL = 1e-5
 MODEL_TOL = 1e-4

@@ -17,11 +17,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.optional import need
+
 REPO = Path(__file__).resolve().parent.parent
 TOOLS = REPO / "tools"
 
-pytest.importorskip("funasr")
-pytest.importorskip("torch")
+need("funasr")
+need("torch")
 
 
 def _peers():

@@ -7,8 +7,10 @@ import math
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("funasr")
+from tests.support.optional import need
+
+torch = need("torch")
+need("funasr")
 
 from tests.support import reference_harness as rh  # noqa: E402
 
@@ -168,7 +170,7 @@ def test_fbank_backend_dither_and_scaling(ref, clips):
     # all-zero input with dither 0: every bin sits exactly on the log floor
     assert np.allclose(r["fbank"], FLT_EPS_LOG, atol=1e-6)
     # x32768 happens inside funasr: compare with kaldi-native-fbank fed the scaled waveform
-    knf = pytest.importorskip("kaldi_native_fbank")
+    knf = need("kaldi_native_fbank")
     x = clips["tone_noise_5s"][:16000]
     r = _run(ref, x, n_steps=1)
     opts = knf.FbankOptions()

