@@ -34,7 +34,7 @@ bf16_audio_compute     fp32            bf16              bf16
   its norms, biases and FSMN taps are float32. MLX 0.32's CPU bf16 GEMM is a SIMD fallback
   without BLAS: 167x512 @ 512x1536 (one encoder layer's q/k/v, 10 s clip) takes 49 ms in bf16
   vs 1.6 ms in float32 with the bf16 matrix upcast, and the real-shaped encoder + adaptor on a
-  10 s clip 18.7 s vs 1.2 s (float32 weights: 0.9 s; docs/measurements/cpu-2core-2026-12-02/
+  10 s clip 19.1 s vs 1.07 s (float32 weights: 0.97 s; docs/measurements/cpu-2core-2026-12-02/
   bf16-encoder.md). mlx-audio's bf16 form computes its encoder the same way. So ``bf16``
   on the CPU is a bf16-*storage* preset; its canonical name says so (``bf16-llm+bf16-audio@fp32``).
   The decoder (llm group) still computes in bf16.
