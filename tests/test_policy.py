@@ -31,6 +31,8 @@ def test_defaults_per_backend():
     # CUDA: as measured on the lent GPUs (quantized_matmul with bf16 activations at every row count)
     assert cuda.dequant_min_rows is None and cuda.quant_compute == "bf16" and cuda.compiled_decode_rows == 0
     assert cuda.encoder_eval_every == metal.encoder_eval_every == 10 and cpu.encoder_eval_every == 0
+    # a bf16 audio group computes in float32 on the CPU (no BLAS path for bf16 GEMMs), as stored on GPUs
+    assert (cpu.bf16_audio_compute, metal.bf16_audio_compute, cuda.bf16_audio_compute) == ("fp32", "bf16", "bf16")
     assert resolve_policy(backend="metal", environ={}) == metal
     assert resolve_policy(environ={}) == default_policy(detect_backend())
     assert detect_backend() == "cpu"  # the test machines run MLX's CPU backend
@@ -79,6 +81,7 @@ def test_overrides_string_dict_and_environment():
     ("frontend=torch", "frontend"),
     ("quant_compute=int8", "quant_compute"),
     ("dequant_chunked=maybe", "yes/no"),
+    ("bf16_audio_compute=fp16", "bf16_audio_compute"),
 ])
 def test_bad_overrides(bad, msg):
     with pytest.raises(PolicyError, match=msg):
@@ -107,6 +110,46 @@ def test_load_applies_the_policy(tiny_ckpt, backend, compute, dense, chunked):
     assert layers and all(m.dense_min_rows == dense and m.dense_chunked == chunked for m in layers)
     # an explicit compute dtype in the preset wins over the policy's
     assert funasr_nano.load(tiny_ckpt, preset="q4-g32@fp32", policy=backend).plan.llm_compute == "fp32"
+
+
+def test_bf16_audio_compute(tiny_ckpt):
+    """CPU default: `bf16` keeps every matrix bf16 but computes encoder + adaptor in float32 (norms,
+    biases, FSMN taps float32; MLX upcasts each matrix at its matmul), and says so in its name; the
+    decoder stays bf16. It then equals the float32 model whose audio matrices were rounded to bf16."""
+    import mlx.core as mx
+    import numpy as np
+
+    from funasr_nano.model import frontend as fe
+    from funasr_nano.synthetic.signals import speech_like
+
+    feats = mx.array(fe.features(speech_like(1.5, 3), funasr_nano.load(tiny_ckpt).cfg.frontend))
+    cpu = funasr_nano.load(tiny_ckpt, preset="bf16")
+    assert cpu.policy.bf16_audio_compute == "fp32" and "bf16 audio computes fp32" in cpu.policy.summary()
+    assert cpu.preset == "bf16-llm+bf16-audio@fp32" and cpu.plan.audio_compute == "fp32"
+    assert cpu.plan.llm_compute == "bf16" and cpu.audio_dtype == mx.float32
+    leaves = dict(tree_flatten(cpu.net.leaf_modules(), is_leaf=nn.Module.is_module))
+    for path, v in tree_flatten(cpu.net.parameters()):
+        matrix = path.endswith(".weight") and isinstance(leaves[path.rsplit(".", 1)[0]], (nn.Linear, nn.Embedding))
+        want = mx.bfloat16 if matrix or path.startswith("llm.") else mx.float32
+        assert v.dtype == want, (path, v.dtype)
+    enc = cpu.encode(feats)
+    assert enc.dtype == mx.float32 and cpu.adapt(enc).dtype == mx.float32
+
+    ref = funasr_nano.load(tiny_ckpt)  # float32, audio matrices rounded through bf16
+    ref.net.load_weights([(p, v.astype(mx.bfloat16).astype(mx.float32)) for p, v in tree_flatten(ref.net.parameters())
+                          if v.dtype == mx.float32 and dict(tree_flatten(cpu.net.parameters()))[p].dtype == mx.bfloat16
+                          and not p.startswith("llm.")], strict=False)
+    np.testing.assert_allclose(np.array(enc), np.array(ref.encode(feats)), rtol=1e-5, atol=1e-5)
+
+    # the GPUs' choice, or the override, computes in bf16 as stored (the name is then plain `bf16`)
+    for pol in ("bf16_audio_compute=bf16", "metal", "cuda"):
+        gpu = funasr_nano.load(tiny_ckpt, preset="bf16", policy=pol)
+        assert gpu.preset == "bf16" and {v.dtype for _, v in tree_flatten(gpu.net.parameters())} == {mx.bfloat16}
+    assert gpu.encode(feats).dtype == mx.bfloat16
+    # an explicit compute dtype wins over the policy; fp32 and quantized presets do not change
+    assert funasr_nano.load(tiny_ckpt, preset="bf16@bf16").preset == "bf16"
+    assert funasr_nano.load(tiny_ckpt, preset="q4-llm+bf16-audio").preset == "q4-llm+bf16-audio@fp32"
+    assert funasr_nano.load(tiny_ckpt, preset="q4-g32").preset == "q4-g32"
 
 
 def test_policy_switch_reconfigures_layers(tiny_ckpt, monkeypatch):

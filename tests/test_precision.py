@@ -66,6 +66,19 @@ def test_preset_canonical_round_trip(name):
     assert PrecisionPlan.from_dict(json.loads(json.dumps(plan.to_dict()))) == plan
 
 
+def test_bf16_audio_compute_in_presets():
+    # the policy's compute dtype for a bf16-stored audio group; the name records it
+    plan = parse_preset("bf16", bf16_audio_compute="fp32")
+    assert (plan.audio_compute, plan.llm_compute, plan.encoder.kind) == ("fp32", "bf16", "bf16")
+    assert plan.name == "bf16-llm+bf16-audio@fp32" and parse_preset(plan.name) == plan
+    assert parse_preset("q4-llm+bf16-audio", bf16_audio_compute="fp32").name == "q4-llm+bf16-audio@fp32"
+    # an explicit @dtype, other float kinds, fully quantized audio: the policy does not apply
+    for name in ("bf16@bf16", "fp16", "fp32", "q4", "q4-llm+fp16-audio", "bf16-llm+fp32-audio"):
+        assert parse_preset(name, bf16_audio_compute="fp32") == parse_preset(name), name
+    with pytest.raises(ValueError, match="bf16_audio_compute"):
+        parse_preset("bf16", bf16_audio_compute="fp16")
+
+
 def test_preset_meanings():
     q4 = parse_preset("q4")
     assert all(q4.component(c).bits == 4 and q4.component(c).group_size == 64
@@ -104,7 +117,7 @@ def test_load_rejects_bad_preset(tiny_ckpt, cache_dir):
 @pytest.mark.parametrize("preset", PRESETS)
 def test_preset_runs_end_to_end(tiny_ckpt, cache_dir, wav, preset):
     asr = load(tiny_ckpt, preset=preset, cache_dir=cache_dir)
-    plan = parse_preset(preset)
+    plan = parse_preset(preset, asr.policy.quant_compute, asr.policy.bf16_audio_compute)  # as load() reads it
     assert asr.preset == plan.name and asr.plan == plan
     assert asr.dtype == plan.llm_dtype and asr.audio_dtype == plan.audio_dtype
     r = asr.transcribe(wav, max_new_tokens=N_TOKENS, ignore_eos=True)
@@ -135,7 +148,9 @@ def test_quantized_layout(tiny_ckpt, cache_dir, tiny_fp32):
 def test_bf16_casts_everything(tiny_ckpt, cache_dir):
     from mlx.utils import tree_flatten
 
-    asr = load(tiny_ckpt, preset="bf16", cache_dir=cache_dir)
+    # computing as stored (the GPUs' policy; on the CPU the audio group computes in float32:
+    # tests/test_policy.py::test_bf16_audio_compute)
+    asr = load(tiny_ckpt, preset="bf16", cache_dir=cache_dir, policy="bf16_audio_compute=bf16")
     assert {v.dtype for _, v in tree_flatten(asr.net.parameters())} == {mx.bfloat16}
 
 
@@ -191,18 +206,22 @@ def test_q4_save_load_round_trip(tiny_q4, tiny_fp32, wav, tmp_path):
 def test_float_plan_save_load(tiny_ckpt, cache_dir, wav, tmp_path):
     from mlx.utils import tree_flatten
 
-    asr = load(tiny_ckpt, preset="q4-llm+bf16-audio", cache_dir=cache_dir)
+    as_stored = "bf16_audio_compute=bf16"  # the GPUs' policy; the CPU's (float32 compute) below
+    asr = load(tiny_ckpt, preset="q4-llm+bf16-audio", cache_dir=cache_dir, policy=as_stored)
     assert asr.net.audio_encoder.encoders[0].feed_forward.w_1.weight.dtype == mx.bfloat16
     assert _quantized_paths(asr.net) and all(p.startswith("llm.") for p in _quantized_paths(asr.net))
     loaded = load(save_quantized(asr, tmp_path / "mixed"))
     assert loaded.plan == asr.plan and loaded.audio_dtype == mx.bfloat16
     a, b = dict(tree_flatten(asr.net.parameters())), dict(tree_flatten(loaded.net.parameters()))
     assert a.keys() == b.keys() and all(a[k].dtype == b[k].dtype and mx.array_equal(a[k], b[k]) for k in a)
-    bf = load(tiny_ckpt, preset="bf16", cache_dir=cache_dir)
-    bf2 = load(save_quantized(bf, tmp_path / "bf16"))
-    assert bf2.preset == "bf16" and not _quantized_paths(bf2.net)
-    assert bf.transcribe(wav, max_new_tokens=4, ignore_eos=True).tokens == \
-        bf2.transcribe(wav, max_new_tokens=4, ignore_eos=True).tokens
+    for pol, name in ((as_stored, "bf16"), (None, "bf16-llm+bf16-audio@fp32")):
+        bf = load(tiny_ckpt, preset="bf16", cache_dir=cache_dir, policy=pol)
+        bf2 = load(save_quantized(bf, tmp_path / f"bf16-{pol}"))
+        assert bf2.preset == bf.preset == name and not _quantized_paths(bf2.net)
+        a, b = dict(tree_flatten(bf.net.parameters())), dict(tree_flatten(bf2.net.parameters()))
+        assert all(a[k].dtype == b[k].dtype for k in a)  # float32 norms stay float32
+        assert bf.transcribe(wav, max_new_tokens=4, ignore_eos=True).tokens == \
+            bf2.transcribe(wav, max_new_tokens=4, ignore_eos=True).tokens
 
 
 def test_apply_precision_api(tiny_ckpt, cache_dir):

@@ -221,17 +221,23 @@ def apply_precision(net: nn.Module, plan, evaluate: bool = True) -> dict[str, di
 
     Quantized matrices are quantized from the weights as they are (float32 when loaded through
     `load`), then scales/biases and the component's other float parameters are cast to the
-    group's compute dtype; float components are cast to their dtype. Returns the quantization map.
+    group's compute dtype; float components' matrices (Linear / Embedding weights) are cast to
+    their dtype, their other parameters to the group's compute dtype (the same dtype unless the
+    plan computes a bf16-stored group in float32). Returns the quantization map.
     With `evaluate`, evaluates module by module so float32 intermediates are freed early.
     """
     plan = parse_preset(plan)
     qmap = quantization_map(net, plan)
     quantize_modules(net, qmap)
+    matrices = {f"{p}.weight" for p, m in tree_flatten(net.leaf_modules(), is_leaf=nn.Module.is_module)
+                if isinstance(m, (nn.Linear, nn.Embedding))
+                and not isinstance(m, (nn.QuantizedLinear, nn.QuantizedEmbedding))}
 
     def target(path):
         c = component_of(path)
         spec = plan.component(c)
-        return FLOAT_KINDS[plan.compute_of(c)] if spec.quantized else spec.dtype
+        compute = FLOAT_KINDS[plan.compute_of(c)]
+        return spec.dtype if not spec.quantized and path in matrices else compute
 
     _cast_params(net, target)
     if evaluate:

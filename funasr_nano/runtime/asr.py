@@ -327,7 +327,8 @@ def load(path_or_repo, dtype="float32", audio_dtype="float32", cache_dir=None, p
     `BackendPolicy`, or a string such as ``"dequant_min_rows=never"`` or ``"metal"``); by default it
     is resolved from the backend MLX runs on and the ``FUNASR_NANO_POLICY`` variable. It also gives
     the compute dtype of quantized presets that name none (``q4`` computes in float32 on the CPU,
-    bfloat16 on GPUs).
+    bfloat16 on GPUs), and of a bf16 audio group (``bf16``: float32 encoder and adaptor with bf16
+    weights on the CPU, bfloat16 on GPUs).
     """
     from ..checkpoint.resolve import resolve_checkpoint
     from ..checkpoint.forms import PRECISION, open_checkpoint
@@ -346,7 +347,8 @@ def load(path_or_repo, dtype="float32", audio_dtype="float32", cache_dir=None, p
     form = open_checkpoint(ckpt)  # official / precision / transformers (-hf) / mlx-audio
     cfg = form.cfg
     if form.form == PRECISION:
-        net, plan = load_precision_net(ckpt, cfg, preset, quant_compute=policy.quant_compute)
+        net, plan = load_precision_net(ckpt, cfg, preset, quant_compute=policy.quant_compute,
+                                       bf16_audio_compute=policy.bf16_audio_compute)
         check_modes_supported(plan)
     else:
         net = FunASRNano(cfg)
@@ -354,8 +356,8 @@ def load(path_or_repo, dtype="float32", audio_dtype="float32", cache_dir=None, p
         if qmap:  # stored quantized (mlx-audio -4bit/-8bit): keep its tensors, cast the rest
             net, plan = _load_stored_quantized(net, weights, qmap, preset, dtype, audio_dtype, ckpt)
         else:
-            plan = parse_preset(preset, policy.quant_compute) if preset is not None else PrecisionPlan.from_dtypes(
-                parse_dtype(dtype), parse_dtype(audio_dtype))
+            plan = parse_preset(preset, policy.quant_compute, policy.bf16_audio_compute) if preset is not None \
+                else PrecisionPlan.from_dtypes(parse_dtype(dtype), parse_dtype(audio_dtype))
             check_modes_supported(plan)  # before any work: a mode this backend lacks is an error, not a swap
             weights = net.sanitize(weights)
             if preset is None:

@@ -20,6 +20,7 @@ dequant_chunked        yes             no                no
 quant_compute          fp32            bf16              bf16
 reference_blas_check   yes             no                no
 encoder_eval_every     0               10                10
+bf16_audio_compute     fp32            bf16              bf16
 =====================  ==============  ================  ==============
 
 * ``cpu`` (measured on the project's 2-core Linux machine, MLX 0.32 with OpenBLAS): the float64
@@ -27,7 +28,16 @@ encoder_eval_every     0               10                10
   saves the per-step graph building below 4 rows; MLX's CPU ``quantized_matmul`` is scalar code
   whose cost grows with the row count, so quantized layers dequantize block by block and use the
   OpenBLAS GEMM from 4 rows (crossover 2-4 rows); quantized presets compute in float32 because
-  bf16 ``quantized_matmul`` is 8-15x slower and dense bf16 GEMMs have no BLAS path.
+  bf16 ``quantized_matmul`` is 8-15x slower and dense bf16 GEMMs have no BLAS path. For the same
+  reason a bf16 audio group (``bf16``, ``q4-llm+bf16-audio``, ...) computes in float32: its
+  matrices stay bf16 in memory and MLX upcasts each one at its matmul (then the OpenBLAS sgemm),
+  its norms, biases and FSMN taps are float32. MLX 0.32's CPU bf16 GEMM is a SIMD fallback
+  without BLAS: 167x512 @ 512x1536 (one encoder layer's q/k/v, 10 s clip) takes 49 ms in bf16
+  vs 1.6 ms in float32 with the bf16 matrix upcast, and the real-shaped encoder + adaptor on a
+  10 s clip 19.1 s vs 1.07 s (float32 weights: 0.97 s; docs/measurements/cpu-2core-2026-12-02/
+  bf16-encoder.md). mlx-audio's bf16 form computes its encoder the same way. So ``bf16``
+  on the CPU is a bf16-*storage* preset; its canonical name says so (``bf16-llm+bf16-audio@fp32``).
+  The decoder (llm group) still computes in bf16.
 * ``metal`` (NOT measured here: the project has no Apple hardware). The defaults follow MLX's own
   practice on Apple GPUs, as mlx-lm ships it: `nn.QuantizedLinear` always calls
   ``quantized_matmul`` (Metal picks ``qmv``/``qmm`` kernels by row count; ml-explore/mlx #3086 and
@@ -62,6 +72,7 @@ ENV_VAR = "FUNASR_NANO_POLICY"
 FRONTENDS = ("numpy", "mlx")
 STEP_OPS = ("tables", "fast")
 COMPUTE_DTYPES = ("fp32", "bf16", "fp16")
+BF16_AUDIO_COMPUTE = ("bf16", "fp32")
 
 
 class PolicyError(ValueError):
@@ -88,6 +99,11 @@ class BackendPolicy:
                           many layers (0: the whole encoder as one graph); bounds the temporaries a
                           GPU holds for a large batch (one clip's are small, and each evaluation
                           costs a device round trip)
+    bf16_audio_compute    compute dtype of an audio group (encoder + adaptor) stored in bf16 when the
+                          preset names no ``@dtype`` for it: "bf16" (as stored), or "fp32" (matrices
+                          stay bf16 and are upcast at each matmul; norms, biases, FSMN taps and the
+                          activations are float32; the plan's name then ends ``-audio@fp32``).
+                          Applied at load, like ``quant_compute``
     """
 
     backend: str
@@ -99,11 +115,12 @@ class BackendPolicy:
     quant_compute: str
     reference_blas_check: bool
     encoder_eval_every: int = 0
+    bf16_audio_compute: str = "bf16"
     overridden: tuple = field(default=(), compare=False)  # fields set by an override, for records
 
     def __post_init__(self):
         checks = (("backend", BACKENDS), ("frontend", FRONTENDS), ("step_ops", STEP_OPS),
-                  ("quant_compute", COMPUTE_DTYPES))
+                  ("quant_compute", COMPUTE_DTYPES), ("bf16_audio_compute", BF16_AUDIO_COMPUTE))
         for name, allowed in checks:
             if getattr(self, name) not in allowed:
                 raise PolicyError(f"policy field {name}={getattr(self, name)!r}: choose one of {allowed}")
@@ -145,7 +162,8 @@ class BackendPolicy:
         out = (f"{self.backend}: frontend {self.frontend}, decode {comp} ({self.step_ops} ops), "
                f"dequantize {deq}{' chunked' if self.dequant_chunked else ''}, "
                f"quantized compute {self.quant_compute}"
-               + (f", encoder evaluated every {self.encoder_eval_every} layers" if self.encoder_eval_every else ""))
+               + (f", encoder evaluated every {self.encoder_eval_every} layers" if self.encoder_eval_every else "")
+               + (f", bf16 audio computes {self.bf16_audio_compute}" if self.bf16_audio_compute != "bf16" else ""))
         if self.overridden:
             out += f" [overridden: {', '.join(self.overridden)}]"
         return out
@@ -155,7 +173,7 @@ FIELDS = tuple(f.name for f in dataclasses.fields(BackendPolicy) if f.name not i
 
 _DEFAULTS = {
     "cpu": dict(frontend="numpy", compiled_decode_rows=3, step_ops="tables", dequant_min_rows=4,
-                dequant_chunked=True, quant_compute="fp32", reference_blas_check=True),
+                dequant_chunked=True, quant_compute="fp32", reference_blas_check=True, bf16_audio_compute="fp32"),
     "metal": dict(frontend="mlx", compiled_decode_rows=0, step_ops="fast", dequant_min_rows=None,
                   dequant_chunked=False, quant_compute="bf16", reference_blas_check=False, encoder_eval_every=10),
     "cuda": dict(frontend="mlx", compiled_decode_rows=0, step_ops="fast", dequant_min_rows=None,
@@ -216,7 +234,7 @@ def _parse_value(name: str, raw: str):
         if s in ("0", "no", "false", "off"):
             return False
         raise PolicyError(f"policy field {name} takes yes/no, got {raw!r}")
-    if name == "quant_compute":
+    if name in ("quant_compute", "bf16_audio_compute"):
         return {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}.get(s, s)
     return s
 
