@@ -20,4 +20,7 @@ fi
 # (tests/test_blas.py checks that it happened).
 funasr-nano blas build
 
+# Lint (pyproject.toml [tool.ruff]): pyflakes and syntax errors, whole tree.
+python -m ruff check .
+
 exec python -m pytest -q tests "$@"

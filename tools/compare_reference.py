@@ -130,7 +130,7 @@ def time_mlx(ckpt, wav, tokens, preset, repeats, env):
     load_s = time.perf_counter() - t0
     weights = int(mx.get_active_memory())
     asr.transcribe(wav, max_new_tokens=tokens, ignore_eos=True)  # warm-up
-    wall, r, peak, walls = best_of(lambda: asr.transcribe(wav, max_new_tokens=tokens, ignore_eos=True), repeats)
+    wall, r, peak, walls = best_of(lambda: asr.transcribe(wav, max_new_tokens=tokens, ignore_eos=True), repeats)  # noqa: F821
     row = {
         "impl": mlx_label(env),
         "side": "mlx",

@@ -61,7 +61,7 @@ def _time_loop(first, advance, steps):
 def measure(model: str, preset: str, steps: int, prompt: int) -> list[dict]:
     import mlx.core as mx
 
-    import funasr_nano
+    import funasr_nano  # noqa: F811
     from funasr_nano.runtime.cache import StaticKV
 
     asr = funasr_nano.load(model, preset=preset)
@@ -87,7 +87,7 @@ def measure(model: str, preset: str, steps: int, prompt: int) -> list[dict]:
     cache, tok = prefill()
 
     def adv_kv(t):
-        h = llm.hidden(llm.embed(t[:, None]), cache, positions=cache[0].offset, mask=None)
+        h = llm.hidden(llm.embed(t[:, None]), cache, positions=cache[0].offset, mask=None)  # noqa: F821
         return mx.argmax(llm.logits(h[:, -1]), axis=-1)
 
     add("kvcache", _time_loop(tok, adv_kv, steps))
@@ -103,9 +103,9 @@ def measure(model: str, preset: str, steps: int, prompt: int) -> list[dict]:
     fn = asr.decode_step_fn()
 
     def adv_static(t):
-        nxt, state["k"], state["v"] = fn(t.astype(mx.int32), mx.array([state["pos"]], dtype=mx.int32), base,
-                                         valid, state["k"], state["v"])
-        state["pos"] += 1
+        nxt, state["k"], state["v"] = fn(t.astype(mx.int32), mx.array([state["pos"]], dtype=mx.int32), base,  # noqa: F821
+                                         valid, state["k"], state["v"])  # noqa: F821
+        state["pos"] += 1  # noqa: F821
         return nxt
 
     add("static", _time_loop(tok, adv_static, steps))

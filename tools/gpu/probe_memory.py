@@ -46,11 +46,11 @@ def stage_peaks(asr, wavs, tokens: int) -> dict:
 
     feats, lengths = stage("frontend", lambda: asr.batch_features(wavs))
     enc = stage("encoder", lambda: asr.encode(feats, lengths))
-    full = stage("adaptor", lambda: asr.adapt(enc, lengths, truncate=False))
+    full = stage("adaptor", lambda: asr.adapt(enc, lengths, truncate=False))  # noqa: F821
     del enc
 
     def prompt():
-        auds = [full[i, : asr.n_audio_tokens(int(n))] for i, n in enumerate(lengths)]
+        auds = [full[i, : asr.n_audio_tokens(int(n))] for i, n in enumerate(lengths)]  # noqa: F821
         rows = [asr.embed_prompt(asr.prompt(a.shape[0]), a)[0] for a in auds]
         mx.eval(rows)
         return rows
