@@ -35,9 +35,7 @@ def _node(module: str) -> str:
 def _imports(path: Path):
     """(line, absolute module) of every import of the package in a file, function-level ones too."""
     parts = list(path.relative_to(ROOT).with_suffix("").parts)
-    base = parts[:-1] if parts[-1] != "__init__" else parts[:-1]
-    if parts[-1] == "__init__":
-        base = parts[:-1]
+    base = parts[:-1]  # the package relative imports start from (for __init__.py: the package itself)
     for n in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(n, ast.ImportFrom):
             if n.level:

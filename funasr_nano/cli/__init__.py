@@ -195,10 +195,10 @@ def main(argv=None) -> int:
         return EXIT_INTERNAL
 
 
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
-
-
 # The exit-code contract is part of the command line's interface (see the module docstring).
 __all__ = ["main", "build_parser", "CLIError", "MOUNTED", "EXIT_OK", "EXIT_FILES", "EXIT_USAGE", "EXIT_MODEL",
            "EXIT_UNAVAILABLE", "EXIT_INTERNAL", "EXIT_INTERRUPTED"]
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -58,12 +58,8 @@ setting. ``q4-llm+bf16-audio`` is the conservative alternative that keeps the au
 unquantized (bf16 has the float32 exponent range, so no fp16-style overflow) and quantizes
 only the decoder, where 4-bit weight-only quantization is well established.
 
-Dense path. MLX's CPU ``quantized_matmul`` runs row by row (~0.7 s for 200 rows x 1024x3072
-vs 25 ms for the dense OpenBLAS GEMM), and MLX CUDA's is slow for batches, so the quantized layers
-here (`QuantizedLinear`, `QuantizedEmbedding`) can dequantize the matrix and use the dense matmul
-for calls with many rows. The row threshold (and whether to dequantize block by block) comes from
-the backend policy (`configure_quantized`); a layer built outside `load()` behaves exactly like
-MLX's. Parameters and checkpoints are the standard MLX ones either way.
+Dense path: the quantized layers and their backend-dependent dense path are described in
+`funasr_nano.precision.quantize`.
 """
 
 from __future__ import annotations
