@@ -18,7 +18,7 @@ fi
 # MLX's Linux CPU wheel links a reference BLAS: build the OpenBLAS shim (scipy-openblas32 dependency,
 # funasr_nano/runtime/blas.py) now, so every later `import funasr_nano` loads it without compiling
 # (tests/test_blas.py checks that it happened).
-funasr-nano blas build
+funasr-nano blas build || echo "scripts/test.sh: no BLAS shim (see above); MLX keeps a system OpenBLAS or its reference BLAS" >&2
 
 # Lint (pyproject.toml [tool.ruff]): pyflakes and syntax errors, whole tree.
 python -m ruff check .
