@@ -422,8 +422,8 @@ def test_profile(capsys, clips):
     assert set(prof["stages_ms"]) >= {"load", "frontend", "encoder", "adaptor", "prefill", "decode"}
     code, out, _ = run(capsys, "profile", clips / "a.wav", *TINY, "--max-new-tokens", "2", "--json",
                        "--preset", "bf16")
-    # the resolved plan: on the CPU the bf16 audio group computes in float32 (backend policy)
-    assert code == 0 and json.loads(out)["preset"] == "bf16-llm+bf16-audio@fp32"
+    # the resolved plan: on the CPU bf16 weights compute in float32 (backend policy)
+    assert code == 0 and json.loads(out)["preset"] == "bf16@fp32"
     code, _, err = run(capsys, "profile", clips / "nope.wav", *TINY)
     assert code == cli.EXIT_FILES and "nope.wav: no such file" in err
 

@@ -31,8 +31,9 @@ def test_defaults_per_backend():
     # CUDA: as measured on the lent GPUs (quantized_matmul with bf16 activations at every row count)
     assert cuda.dequant_min_rows is None and cuda.quant_compute == "bf16" and cuda.compiled_decode_rows == 0
     assert cuda.encoder_eval_every == metal.encoder_eval_every == 10 and cpu.encoder_eval_every == 0
-    # a bf16 audio group computes in float32 on the CPU (no BLAS path for bf16 GEMMs), as stored on GPUs
+    # bf16 groups compute in float32 on the CPU (no BLAS path for bf16 GEMMs), as stored on GPUs
     assert (cpu.bf16_audio_compute, metal.bf16_audio_compute, cuda.bf16_audio_compute) == ("fp32", "bf16", "bf16")
+    assert (cpu.bf16_llm_compute, metal.bf16_llm_compute, cuda.bf16_llm_compute) == ("fp32", "bf16", "bf16")
     assert resolve_policy(backend="metal", environ={}) == metal
     assert resolve_policy(environ={}) == default_policy(detect_backend())
     assert detect_backend() == "cpu"  # the test machines run MLX's CPU backend
@@ -82,6 +83,7 @@ def test_overrides_string_dict_and_environment():
     ("quant_compute=int8", "quant_compute"),
     ("dequant_chunked=maybe", "yes/no"),
     ("bf16_audio_compute=fp16", "bf16_audio_compute"),
+    ("bf16_llm_compute=q4", "bf16_llm_compute"),
 ])
 def test_bad_overrides(bad, msg):
     with pytest.raises(PolicyError, match=msg):
@@ -112,40 +114,52 @@ def test_load_applies_the_policy(tiny_ckpt, backend, compute, dense, chunked):
     assert funasr_nano.load(tiny_ckpt, preset="q4-g32@fp32", policy=backend).plan.llm_compute == "fp32"
 
 
-def test_bf16_audio_compute(tiny_ckpt):
-    """CPU default: `bf16` keeps every matrix bf16 but computes encoder + adaptor in float32 (norms,
-    biases, FSMN taps float32; MLX upcasts each matrix at its matmul), and says so in its name; the
-    decoder stays bf16. It then equals the float32 model whose audio matrices were rounded to bf16."""
+def test_bf16_compute(tiny_ckpt):
+    """CPU default: `bf16` keeps every matrix bf16 but computes both groups in float32 (norms,
+    biases, FSMN taps float32; MLX upcasts each matrix at its matmul), and says so in its name. It
+    then equals the float32 model whose matrices were rounded to bf16: encoder output and logits."""
     import mlx.core as mx
     import numpy as np
 
+    from funasr_nano.bench.fidelity import prompt_embeddings, teacher_forced_logits
     from funasr_nano.model import frontend as fe
     from funasr_nano.synthetic.signals import speech_like
 
-    feats = mx.array(fe.features(speech_like(1.5, 3), funasr_nano.load(tiny_ckpt).cfg.frontend))
+    wav = speech_like(1.5, 3)
+    feats = mx.array(fe.features(wav, funasr_nano.load(tiny_ckpt).cfg.frontend))
     cpu = funasr_nano.load(tiny_ckpt, preset="bf16")
-    assert cpu.policy.bf16_audio_compute == "fp32" and "bf16 audio computes fp32" in cpu.policy.summary()
-    assert cpu.preset == "bf16-llm+bf16-audio@fp32" and cpu.plan.audio_compute == "fp32"
-    assert cpu.plan.llm_compute == "bf16" and cpu.audio_dtype == mx.float32
+    summary = cpu.policy.summary()
+    assert "bf16 audio computes fp32" in summary and "bf16 llm computes fp32" in summary
+    assert cpu.preset == "bf16@fp32" and (cpu.plan.audio_compute, cpu.plan.llm_compute) == ("fp32", "fp32")
+    assert cpu.audio_dtype == cpu.dtype == mx.float32
     leaves = dict(tree_flatten(cpu.net.leaf_modules(), is_leaf=nn.Module.is_module))
-    for path, v in tree_flatten(cpu.net.parameters()):
+    stored = dict(tree_flatten(cpu.net.parameters()))
+    for path, v in stored.items():
         matrix = path.endswith(".weight") and isinstance(leaves[path.rsplit(".", 1)[0]], (nn.Linear, nn.Embedding))
-        want = mx.bfloat16 if matrix or path.startswith("llm.") else mx.float32
-        assert v.dtype == want, (path, v.dtype)
+        assert v.dtype == (mx.bfloat16 if matrix else mx.float32), (path, v.dtype)
     enc = cpu.encode(feats)
     assert enc.dtype == mx.float32 and cpu.adapt(enc).dtype == mx.float32
 
-    ref = funasr_nano.load(tiny_ckpt)  # float32, audio matrices rounded through bf16
+    ref = funasr_nano.load(tiny_ckpt)  # float32, the same matrices rounded through bf16
     ref.net.load_weights([(p, v.astype(mx.bfloat16).astype(mx.float32)) for p, v in tree_flatten(ref.net.parameters())
-                          if v.dtype == mx.float32 and dict(tree_flatten(cpu.net.parameters()))[p].dtype == mx.bfloat16
-                          and not p.startswith("llm.")], strict=False)
+                          if stored[p].dtype == mx.bfloat16], strict=False)
     np.testing.assert_allclose(np.array(enc), np.array(ref.encode(feats)), rtol=1e-5, atol=1e-5)
+    emb = prompt_embeddings(ref, wav)
+    toks, _ = ref.generate(emb, max_new_tokens=4, ignore_eos=True)
+    assert cpu.generate(prompt_embeddings(cpu, wav), max_new_tokens=4, ignore_eos=True)[0] == toks
+    np.testing.assert_allclose(np.array(teacher_forced_logits(cpu, prompt_embeddings(cpu, wav), toks)),
+                               np.array(teacher_forced_logits(ref, emb, toks)), rtol=1e-4, atol=1e-4)
 
     # the GPUs' choice, or the override, computes in bf16 as stored (the name is then plain `bf16`)
-    for pol in ("bf16_audio_compute=bf16", "metal", "cuda"):
+    for pol in ("bf16_audio_compute=bf16,bf16_llm_compute=bf16", "metal", "cuda"):
         gpu = funasr_nano.load(tiny_ckpt, preset="bf16", policy=pol)
         assert gpu.preset == "bf16" and {v.dtype for _, v in tree_flatten(gpu.net.parameters())} == {mx.bfloat16}
     assert gpu.encode(feats).dtype == mx.bfloat16
+    # one group each way
+    assert funasr_nano.load(tiny_ckpt, preset="bf16", policy="bf16_llm_compute=bf16").preset == \
+        "bf16-llm+bf16-audio@fp32"
+    assert funasr_nano.load(tiny_ckpt, preset="bf16", policy="bf16_audio_compute=bf16").preset == \
+        "bf16-llm@fp32+bf16-audio"
     # an explicit compute dtype wins over the policy; fp32 and quantized presets do not change
     assert funasr_nano.load(tiny_ckpt, preset="bf16@bf16").preset == "bf16"
     assert funasr_nano.load(tiny_ckpt, preset="q4-llm+bf16-audio").preset == "q4-llm+bf16-audio@fp32"

@@ -66,58 +66,29 @@ def test_preset_canonical_round_trip(name):
     assert PrecisionPlan.from_dict(json.loads(json.dumps(plan.to_dict()))) == plan
 
 
-def test_bf16_audio_compute_in_presets():
-    # the policy's compute dtype for a bf16-stored audio group; the name records it
+def test_bf16_compute_in_presets():
+    # the policy's compute dtype for a bf16-stored group; the name records it
     plan = parse_preset("bf16", bf16_audio_compute="fp32")
     assert (plan.audio_compute, plan.llm_compute, plan.encoder.kind) == ("fp32", "bf16", "bf16")
     assert plan.name == "bf16-llm+bf16-audio@fp32" and parse_preset(plan.name) == plan
+    both = parse_preset("bf16", bf16_audio_compute="fp32", bf16_llm_compute="fp32")
+    assert both.name == "bf16@fp32" and parse_preset(both.name) == both and both.embedding.kind == "bf16"
+    assert parse_preset("bf16", bf16_llm_compute="fp32").name == "bf16-llm@fp32+bf16-audio"
     assert parse_preset("q4-llm+bf16-audio", bf16_audio_compute="fp32").name == "q4-llm+bf16-audio@fp32"
-    # an explicit @dtype, other float kinds, fully quantized audio: the policy does not apply
-    for name in ("bf16@bf16", "fp16", "fp32", "q4", "q4-llm+fp16-audio", "bf16-llm+fp32-audio"):
-        assert parse_preset(name, bf16_audio_compute="fp32") == parse_preset(name), name
-    with pytest.raises(ValueError, match="bf16_audio_compute"):
-        parse_preset("bf16", bf16_audio_compute="fp16")
-
-
-def test_preset_meanings():
-    q4 = parse_preset("q4")
-    assert all(q4.component(c).bits == 4 and q4.component(c).group_size == 64
-               for c in ("encoder", "adaptor", "llm_layers", "embedding"))
-    assert (q4.audio_compute, q4.llm_compute) == ("fp32", "fp32")
-    mixed = parse_preset("q4-llm+bf16-audio")
-    assert mixed.llm_layers.bits == 4 and mixed.embedding.bits == 4
-    assert mixed.encoder.kind == "bf16" and mixed.adaptor.kind == "bf16"
-    assert mixed.audio_dtype == mx.bfloat16 and mixed.llm_dtype == mx.float32
-    assert parse_preset("q4-g32").encoder.group_size == 32
-    assert parse_preset("bf16") == PrecisionPlan.from_dtypes("bfloat16", "bfloat16")
-    assert parse_preset("fp16").llm_dtype == mx.float16
-    assert parse_preset("q8-llm").encoder.kind == "fp32"  # unnamed components stay fp32
-    assert parse_preset("float32") == parse_preset("fp32")
-    assert parse_preset("q4@bf16").llm_dtype == mx.bfloat16
-    # later parts override earlier ones
-    assert parse_preset("q4+q8-embed").embedding.bits == 8
-    assert set(PRESETS) >= {"fp32", "bf16", "fp16", "q8", "q4", "q4-llm+bf16-audio"}
-
-
-@pytest.mark.parametrize("bad", ["", "q3", "int2", "fp64", "q4-g48", "bf16-g32", "q4-foo", "q4+",
-                                 "+q4", "q4@int8", "fp32--llm", "q4-g", None, 4])
-def test_bad_presets(bad):
-    with pytest.raises(ValueError, match="Grammar"):
-        parse_preset(bad)
-
-
-def test_load_rejects_bad_preset(tiny_ckpt, cache_dir):
-    with pytest.raises(ValueError, match="q4-llm\\+bf16-audio"):
-        load(tiny_ckpt, preset="q5", cache_dir=cache_dir)
-
-
-# ----- every preset end to end -----------------------------------------------------------------------
+    assert parse_preset("q4-audio+bf16-llm", bf16_llm_compute="fp32").name == "bf16-llm@fp32+q4-audio"
+    # an explicit @dtype, other float kinds, fully quantized groups: the policy does not apply
+    for name in ("bf16@bf16", "fp16", "fp32", "q4", "q4-llm+fp16-audio", "bf16-llm@bf16+fp32-audio"):
+        assert parse_preset(name, bf16_audio_compute="fp32", bf16_llm_compute="fp32") == parse_preset(name), name
+    for arg in ("bf16_audio_compute", "bf16_llm_compute"):
+        with pytest.raises(ValueError, match=arg):
+            parse_preset("bf16", **{arg: "fp16"})
 
 
 @pytest.mark.parametrize("preset", PRESETS)
 def test_preset_runs_end_to_end(tiny_ckpt, cache_dir, wav, preset):
     asr = load(tiny_ckpt, preset=preset, cache_dir=cache_dir)
-    plan = parse_preset(preset, asr.policy.quant_compute, asr.policy.bf16_audio_compute)  # as load() reads it
+    plan = parse_preset(preset, asr.policy.quant_compute, asr.policy.bf16_audio_compute,  # as load() reads it
+                        asr.policy.bf16_llm_compute)
     assert asr.preset == plan.name and asr.plan == plan
     assert asr.dtype == plan.llm_dtype and asr.audio_dtype == plan.audio_dtype
     r = asr.transcribe(wav, max_new_tokens=N_TOKENS, ignore_eos=True)
@@ -149,8 +120,8 @@ def test_bf16_casts_everything(tiny_ckpt, cache_dir):
     from mlx.utils import tree_flatten
 
     # computing as stored (the GPUs' policy; on the CPU the audio group computes in float32:
-    # tests/test_policy.py::test_bf16_audio_compute)
-    asr = load(tiny_ckpt, preset="bf16", cache_dir=cache_dir, policy="bf16_audio_compute=bf16")
+    # tests/test_policy.py::test_bf16_compute)
+    asr = load(tiny_ckpt, preset="bf16", cache_dir=cache_dir, policy="bf16_audio_compute=bf16,bf16_llm_compute=bf16")
     assert {v.dtype for _, v in tree_flatten(asr.net.parameters())} == {mx.bfloat16}
 
 
@@ -206,7 +177,7 @@ def test_q4_save_load_round_trip(tiny_q4, tiny_fp32, wav, tmp_path):
 def test_float_plan_save_load(tiny_ckpt, cache_dir, wav, tmp_path):
     from mlx.utils import tree_flatten
 
-    as_stored = "bf16_audio_compute=bf16"  # the GPUs' policy; the CPU's (float32 compute) below
+    as_stored = "bf16_audio_compute=bf16,bf16_llm_compute=bf16"  # the GPUs' policy; the CPU's (float32 compute) below
     asr = load(tiny_ckpt, preset="q4-llm+bf16-audio", cache_dir=cache_dir, policy=as_stored)
     assert asr.net.audio_encoder.encoders[0].feed_forward.w_1.weight.dtype == mx.bfloat16
     assert _quantized_paths(asr.net) and all(p.startswith("llm.") for p in _quantized_paths(asr.net))
@@ -214,7 +185,7 @@ def test_float_plan_save_load(tiny_ckpt, cache_dir, wav, tmp_path):
     assert loaded.plan == asr.plan and loaded.audio_dtype == mx.bfloat16
     a, b = dict(tree_flatten(asr.net.parameters())), dict(tree_flatten(loaded.net.parameters()))
     assert a.keys() == b.keys() and all(a[k].dtype == b[k].dtype and mx.array_equal(a[k], b[k]) for k in a)
-    for pol, name in ((as_stored, "bf16"), (None, "bf16-llm+bf16-audio@fp32")):
+    for pol, name in ((as_stored, "bf16"), (None, "bf16@fp32")):
         bf = load(tiny_ckpt, preset="bf16", cache_dir=cache_dir, policy=pol)
         bf2 = load(save_quantized(bf, tmp_path / f"bf16-{pol}"))
         assert bf2.preset == bf.preset == name and not _quantized_paths(bf2.net)

@@ -103,7 +103,7 @@ def read_precision_config(ckpt_dir) -> dict:
 
 
 def load_precision_net(ckpt_dir, cfg, preset=None, quant_compute: str = DEFAULT_QUANT_COMPUTE,
-                       bf16_audio_compute: str = "bf16"):
+                       bf16_audio_compute: str = "bf16", bf16_llm_compute: str = "bf16"):
     """Build a `FunASRNano` for a checkpoint written by `save_quantized`: quantized modules first,
     then the stored tensors loaded directly (no float copy of the quantized matrices is ever
     computed: the skeleton's random initialisers stay unevaluated). Returns (net, plan)."""
@@ -113,9 +113,9 @@ def load_precision_net(ckpt_dir, cfg, preset=None, quant_compute: str = DEFAULT_
 
     meta = read_precision_config(ckpt_dir)
     plan = PrecisionPlan.from_dict(meta["plan"])
-    if preset is not None and parse_preset(preset, quant_compute, bf16_audio_compute) != plan:
+    if preset is not None and parse_preset(preset, quant_compute, bf16_audio_compute, bf16_llm_compute) != plan:
         raise ValueError(f"{ckpt_dir} holds preset {plan.name!r}; it cannot be loaded as "
-                         f"{parse_preset(preset, quant_compute, bf16_audio_compute).name!r} "
+                         f"{parse_preset(preset, quant_compute, bf16_audio_compute, bf16_llm_compute).name!r} "
                          "(load the original float checkpoint to apply another preset)")
     net = FunASRNano(cfg)
     quantize_modules(net, meta["quantized_modules"])

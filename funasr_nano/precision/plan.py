@@ -44,13 +44,13 @@ path; bfloat16 on Metal and CUDA, as mlx-lm computes quantized models. `parse_pr
 an argument; preset names are canonical against float32 (``q4`` computing in bf16 is named
 ``q4@bf16``), so a recorded name means the same on every machine.
 
-Compute dtype of a bf16 audio group. Likewise, an audio group stored in bf16 whose preset names no
-``@dtype`` computes in the policy's ``bf16_audio_compute``: float32 on the CPU, where MLX's dense
-bf16 GEMM has no BLAS path (one encoder layer's 167x512 @ 512x1536 on a 10 s clip: 49 ms bf16 vs
-1.6 ms float32), bfloat16 on Metal and CUDA. A float component stored in a dtype other than its
+Compute dtype of a bf16 group. Likewise, an audio (llm) group stored in bf16 whose preset names no
+``@dtype`` computes in the policy's ``bf16_audio_compute`` (``bf16_llm_compute``): float32 on the
+CPU, where MLX's dense bf16 GEMM has no BLAS path (one encoder layer's 167x512 @ 512x1536 on a
+10 s clip: 49 ms bf16 vs 1.6 ms float32), bfloat16 on Metal and CUDA. A float component stored in a dtype other than its
 group's compute dtype keeps its matrices (Linear / Embedding weights) in the stored dtype, which
 MLX upcasts at each matmul, and holds its other parameters in the compute dtype; so ``bf16`` on
-the CPU is ``bf16-llm+bf16-audio@fp32``: bf16 weights in memory, float32 encoder and adaptor.
+the CPU is ``bf16@fp32``: bf16 weights in memory, float32 activations.
 
 Why ``q4``/``q8`` quantize the audio path too: the encoder is ~221M of the ~840M parameters, so
 leaving it float keeps 885 MB (fp32) or 442 MB (bf16) resident; ``q4`` is the "smallest model"
@@ -259,20 +259,21 @@ def _bad(name, why):
 
 
 def parse_preset(name, quant_compute: str = DEFAULT_QUANT_COMPUTE,
-                 bf16_audio_compute: str = "bf16") -> PrecisionPlan:
+                 bf16_audio_compute: str = "bf16", bf16_llm_compute: str = "bf16") -> PrecisionPlan:
     """Parse a preset string (grammar in the module docstring) into a `PrecisionPlan`.
 
     `quant_compute` is the compute dtype of a fully quantized group whose part names no ``@dtype``,
-    `bf16_audio_compute` that of an audio group whose first float component is bf16 and whose part
-    names no ``@dtype`` (`load()` passes the backend policy's). A `PrecisionPlan` passes through
+    `bf16_audio_compute` / `bf16_llm_compute` that of an audio / llm group whose first float
+    component is bf16 and whose part names no ``@dtype`` (`load()` passes the backend policy's). A `PrecisionPlan` passes through
     unchanged. Unknown or malformed names raise ValueError with the grammar.
     """
     if isinstance(name, PrecisionPlan):
         return name
     if quant_compute not in FLOAT_KINDS:
         raise ValueError(f"quant_compute must be one of {tuple(FLOAT_KINDS)}, got {quant_compute!r}")
-    if bf16_audio_compute not in ("bf16", "fp32"):
-        raise ValueError(f"bf16_audio_compute must be 'bf16' or 'fp32', got {bf16_audio_compute!r}")
+    for arg, v in (("bf16_audio_compute", bf16_audio_compute), ("bf16_llm_compute", bf16_llm_compute)):
+        if v not in ("bf16", "fp32"):
+            raise ValueError(f"{arg} must be 'bf16' or 'fp32', got {v!r}")
     if not isinstance(name, str) or not name.strip():
         raise _bad(name, "expected a non-empty string")
     s = name.strip().lower()
@@ -318,12 +319,13 @@ def parse_preset(name, quant_compute: str = DEFAULT_QUANT_COMPUTE,
             for g, members in GROUPS.items():
                 if any(c in members for c in targeted):
                     compute[g] = comp_dtype
-    audio = compute.get("audio") or _default_compute(comps, "audio", quant_compute)
-    if "audio" not in compute and any(not comps[c].quantized for c in GROUPS["audio"]) and audio == "bf16":
-        audio = bf16_audio_compute  # stored bf16: the backend policy says what it computes in
-    return PrecisionPlan(**comps,
-                         audio_compute=audio,
-                         llm_compute=compute.get("llm") or _default_compute(comps, "llm", quant_compute))
+    group_compute = {}
+    for g, bf16_compute in (("audio", bf16_audio_compute), ("llm", bf16_llm_compute)):
+        dtype = compute.get(g) or _default_compute(comps, g, quant_compute)
+        if g not in compute and any(not comps[c].quantized for c in GROUPS[g]) and dtype == "bf16":
+            dtype = bf16_compute  # stored bf16: the backend policy says what it computes in
+        group_compute[g] = dtype
+    return PrecisionPlan(**comps, audio_compute=group_compute["audio"], llm_compute=group_compute["llm"])
 
 
 def _canonical(plan: PrecisionPlan) -> str:

@@ -348,7 +348,8 @@ def load(path_or_repo, dtype="float32", audio_dtype="float32", cache_dir=None, p
     cfg = form.cfg
     if form.form == PRECISION:
         net, plan = load_precision_net(ckpt, cfg, preset, quant_compute=policy.quant_compute,
-                                       bf16_audio_compute=policy.bf16_audio_compute)
+                                       bf16_audio_compute=policy.bf16_audio_compute,
+                                       bf16_llm_compute=policy.bf16_llm_compute)
         check_modes_supported(plan)
     else:
         net = FunASRNano(cfg)
@@ -356,7 +357,8 @@ def load(path_or_repo, dtype="float32", audio_dtype="float32", cache_dir=None, p
         if qmap:  # stored quantized (mlx-audio -4bit/-8bit): keep its tensors, cast the rest
             net, plan = _load_stored_quantized(net, weights, qmap, preset, dtype, audio_dtype, ckpt)
         else:
-            plan = parse_preset(preset, policy.quant_compute, policy.bf16_audio_compute) if preset is not None \
+            plan = parse_preset(preset, policy.quant_compute, policy.bf16_audio_compute,
+                                policy.bf16_llm_compute) if preset is not None \
                 else PrecisionPlan.from_dtypes(parse_dtype(dtype), parse_dtype(audio_dtype))
             check_modes_supported(plan)  # before any work: a mode this backend lacks is an error, not a swap
             weights = net.sanitize(weights)

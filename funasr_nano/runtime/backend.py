@@ -21,6 +21,7 @@ quant_compute          fp32            bf16              bf16
 reference_blas_check   yes             no                no
 encoder_eval_every     0               10                10
 bf16_audio_compute     fp32            bf16              bf16
+bf16_llm_compute       fp32            bf16              bf16
 =====================  ==============  ================  ==============
 
 * ``cpu`` (measured on the project's 2-core Linux machine, MLX 0.32 with OpenBLAS): the float64
@@ -35,9 +36,13 @@ bf16_audio_compute     fp32            bf16              bf16
   without BLAS: 167x512 @ 512x1536 (one encoder layer's q/k/v, 10 s clip) takes 49 ms in bf16
   vs 1.6 ms in float32 with the bf16 matrix upcast, and the real-shaped encoder + adaptor on a
   10 s clip 19.1 s vs 1.07 s (float32 weights: 0.97 s; docs/measurements/cpu-2core-2026-12-02/
-  bf16-encoder.md). mlx-audio's bf16 form computes its encoder the same way. So ``bf16``
-  on the CPU is a bf16-*storage* preset; its canonical name says so (``bf16-llm+bf16-audio@fp32``).
-  The decoder (llm group) still computes in bf16.
+  bf16-encoder.md). mlx-audio's bf16 form computes its encoder the same way. The llm group
+  likewise (``bf16_llm_compute``): a 10 s clip's prefill takes 6.6 s in bf16 vs 1.0 s in float32
+  over the bf16 matrices, and a decoded token 475 vs 457 ms (the upcast of each matrix from memory
+  costs what the bf16 SIMD product does; float32 weights: 69 ms), 10 s clip, 40 tokens, 25.9 vs
+  19.4 s end to end (docs/measurements/cpu-2core-2026-12-02/bf16-llm.md). So ``bf16`` on the CPU
+  is a bf16-*storage* preset (half the weight memory of ``fp32``, slower decode); its canonical
+  name says so (``bf16@fp32``).
 * ``metal`` (NOT measured here: the project has no Apple hardware). The defaults follow MLX's own
   practice on Apple GPUs, as mlx-lm ships it: `nn.QuantizedLinear` always calls
   ``quantized_matmul`` (Metal picks ``qmv``/``qmm`` kernels by row count; ml-explore/mlx #3086 and
@@ -72,7 +77,7 @@ ENV_VAR = "FUNASR_NANO_POLICY"
 FRONTENDS = ("numpy", "mlx")
 STEP_OPS = ("tables", "fast")
 COMPUTE_DTYPES = ("fp32", "bf16", "fp16")
-BF16_AUDIO_COMPUTE = ("bf16", "fp32")
+BF16_COMPUTE = ("bf16", "fp32")
 
 
 class PolicyError(ValueError):
@@ -104,6 +109,7 @@ class BackendPolicy:
                           stay bf16 and are upcast at each matmul; norms, biases, FSMN taps and the
                           activations are float32; the plan's name then ends ``-audio@fp32``).
                           Applied at load, like ``quant_compute``
+    bf16_llm_compute      the same for the llm group (decoder layers + embedding) stored in bf16
     """
 
     backend: str
@@ -116,11 +122,13 @@ class BackendPolicy:
     reference_blas_check: bool
     encoder_eval_every: int = 0
     bf16_audio_compute: str = "bf16"
+    bf16_llm_compute: str = "bf16"
     overridden: tuple = field(default=(), compare=False)  # fields set by an override, for records
 
     def __post_init__(self):
         checks = (("backend", BACKENDS), ("frontend", FRONTENDS), ("step_ops", STEP_OPS),
-                  ("quant_compute", COMPUTE_DTYPES), ("bf16_audio_compute", BF16_AUDIO_COMPUTE))
+                  ("quant_compute", COMPUTE_DTYPES), ("bf16_audio_compute", BF16_COMPUTE),
+                  ("bf16_llm_compute", BF16_COMPUTE))
         for name, allowed in checks:
             if getattr(self, name) not in allowed:
                 raise PolicyError(f"policy field {name}={getattr(self, name)!r}: choose one of {allowed}")
@@ -163,7 +171,8 @@ class BackendPolicy:
                f"dequantize {deq}{' chunked' if self.dequant_chunked else ''}, "
                f"quantized compute {self.quant_compute}"
                + (f", encoder evaluated every {self.encoder_eval_every} layers" if self.encoder_eval_every else "")
-               + (f", bf16 audio computes {self.bf16_audio_compute}" if self.bf16_audio_compute != "bf16" else ""))
+               + (f", bf16 audio computes {self.bf16_audio_compute}" if self.bf16_audio_compute != "bf16" else "")
+               + (f", bf16 llm computes {self.bf16_llm_compute}" if self.bf16_llm_compute != "bf16" else ""))
         if self.overridden:
             out += f" [overridden: {', '.join(self.overridden)}]"
         return out
@@ -173,7 +182,8 @@ FIELDS = tuple(f.name for f in dataclasses.fields(BackendPolicy) if f.name not i
 
 _DEFAULTS = {
     "cpu": dict(frontend="numpy", compiled_decode_rows=3, step_ops="tables", dequant_min_rows=4,
-                dequant_chunked=True, quant_compute="fp32", reference_blas_check=True, bf16_audio_compute="fp32"),
+                dequant_chunked=True, quant_compute="fp32", reference_blas_check=True, bf16_audio_compute="fp32",
+                bf16_llm_compute="fp32"),
     "metal": dict(frontend="mlx", compiled_decode_rows=0, step_ops="fast", dequant_min_rows=None,
                   dequant_chunked=False, quant_compute="bf16", reference_blas_check=False, encoder_eval_every=10),
     "cuda": dict(frontend="mlx", compiled_decode_rows=0, step_ops="fast", dequant_min_rows=None,
@@ -234,7 +244,7 @@ def _parse_value(name: str, raw: str):
         if s in ("0", "no", "false", "off"):
             return False
         raise PolicyError(f"policy field {name} takes yes/no, got {raw!r}")
-    if name in ("quant_compute", "bf16_audio_compute"):
+    if name in ("quant_compute", "bf16_audio_compute", "bf16_llm_compute"):
         return {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}.get(s, s)
     return s
 
