@@ -214,7 +214,8 @@ def test_recorded_in_asv_benchmark_and_machine_fingerprint(monkeypatch):
         bench.setup(f)
         values[f] = bench.track_policy(f)
     assert values == {"dequant_min_rows": 8.0, "compiled_decode_rows": 0.0, "quant_compute_bits": 16.0,
-                      "frontend_mlx": 1.0, "step_ops_fast": 1.0, "dequant_chunked": 0.0, "encoder_eval_every": 10.0}
+                      "frontend_mlx": 1.0, "step_ops_fast": 1.0, "dequant_chunked": 0.0, "encoder_eval_every": 10.0,
+                      "bf16_audio_compute_bits": 16.0, "bf16_llm_compute_bits": 16.0}
     # the fingerprint of a benchmark process (what runs.jsonl records) carries the policy too
     out = subprocess.run([sys.executable, "-m", "funasr_nano.bench.machine", "--no-write"], capture_output=True,
                          text=True, check=True, cwd=ROOT)
@@ -257,7 +258,10 @@ def test_policy_ab_command(tiny_ckpt, tmp_path, capsys):
     res = json.loads(out_json.read_text())
     choices = [r["choice"] for r in res["rows"]]
     assert choices == ["quant_compute", "dequant_min_rows", "compiled_decode_rows", "step_ops", "frontend",
-                       "encoder_eval_every"]
+                       "encoder_eval_every", "bf16_audio_compute", "bf16_llm_compute"]
+    rows = {r["choice"]: r for r in res["rows"]}
+    assert "bf16@fp32 vs bf16-llm@fp32+bf16-audio" in rows["bf16_audio_compute"]["workload"]
+    assert "bf16@fp32 vs bf16-llm+bf16-audio@fp32" in rows["bf16_llm_compute"]["workload"]
     for r in res["rows"]:
         assert len(r["default_ms"]) == len(r["alternative_ms"]) == 2 and min(r["default_ms"] + r["alternative_ms"]) > 0
         assert r["default"] != r["alternative"]

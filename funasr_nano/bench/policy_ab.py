@@ -15,9 +15,12 @@ compiled_decode_rows   the float preset, one clip                    ms per deco
 step_ops               the float preset, one clip, compiled step     ms per decoded token
 frontend               a batch of --batch clips                      frontend ms
 encoder_eval_every     the float preset's encoder, --batch clips     peak MB above the weights
+bf16_audio_compute     bf16, one clip                                encoder + adaptor ms
+bf16_llm_compute       bf16, one clip, --tokens tokens               transcribe ms (prefill + decode)
 =====================  ===========================================  ============================
 
-The float preset is fp32 where quantized presets compute in fp32 (the CPU), else bf16.
+The float preset is fp32 where quantized presets compute in fp32 (the CPU), else bf16. The two
+``bf16_*_compute`` choices apply at load, so each side is its own loaded bf16 model.
 """
 
 from __future__ import annotations
@@ -45,7 +48,13 @@ def _alternatives(p) -> dict:
                                         compiled_decode_rows=max(p.compiled_decode_rows, 1)),
         "frontend": dataclasses.replace(p, frontend="mlx" if p.frontend == "numpy" else "numpy"),
         "encoder_eval_every": dataclasses.replace(p, encoder_eval_every=0 if p.encoder_eval_every else 10),
+        "bf16_audio_compute": dataclasses.replace(p, bf16_audio_compute=_other_bf16(p.bf16_audio_compute)),
+        "bf16_llm_compute": dataclasses.replace(p, bf16_llm_compute=_other_bf16(p.bf16_llm_compute)),
     }
+
+
+def _other_bf16(v: str) -> str:
+    return "bf16" if v == "fp32" else "fp32"
 
 
 def _value(p, choice) -> str:
@@ -92,6 +101,24 @@ def _encoder_peak_mb(asr, wavs, times=None) -> float:
     out = max(0, mx.get_peak_memory() - before) / 1e6
     mx.clear_cache()
     return out
+
+
+def _audio_ms(asr, wav) -> float:
+    import mlx.core as mx
+
+    from ..model import frontend as fe
+
+    x = mx.array(fe.features(wav, asr.cfg.frontend))[None]
+    mx.eval(x)
+    t0 = time.perf_counter()
+    mx.eval(asr.adapt(asr.encode(x)))
+    return 1000.0 * (time.perf_counter() - t0)
+
+
+def _transcribe_ms(asr, wav, tokens) -> float:
+    t0 = time.perf_counter()
+    asr.transcribe(wav, max_new_tokens=tokens, ignore_eos=True)
+    return 1000.0 * (time.perf_counter() - t0)
 
 
 def _embeds(asr, wavs) -> list:
@@ -141,6 +168,17 @@ def _run_choice(choice, base, alt, loaded, one, many, *, seconds, tokens, repeat
         a, b = _ab(lambda m: _frontend_ms(m, many), base, alt, asr, asr, repeats)
         workload = f"frontend, {len(many)} x {seconds:g} s"
         metric = "frontend ms"
+    elif choice == "bf16_audio_compute":
+        asr_a, asr_b = loaded("bf16", base), loaded("bf16", alt)
+        a, b = _ab(lambda m: _audio_ms(m, one[0]), base, alt, asr_a, asr_b, repeats)
+        workload = f"bf16 ({asr_a.preset} vs {asr_b.preset}), 1 x {seconds:g} s"
+        metric = "encoder + adaptor ms"
+    elif choice == "bf16_llm_compute":
+        asr_a, asr_b = loaded("bf16", base), loaded("bf16", alt)
+        a, b = _ab(lambda m: _transcribe_ms(m, one[0], tokens), base, alt, asr_a, asr_b, repeats,
+                   warm=lambda m: _transcribe_ms(m, one[0], 2))
+        workload = f"bf16 ({asr_a.preset} vs {asr_b.preset}), 1 x {seconds:g} s, {tokens} tokens"
+        metric = "transcribe ms"
     else:  # encoder_eval_every: memory is the point, the time is reported beside it
         asr = loaded(float_preset, base)
         ta, tb = [], []
@@ -211,9 +249,10 @@ def measure(model: str, repeats: int = 3, seconds: float = 5.0, tokens: int = 16
     model_path = str(model)
 
     def loaded(preset, pol):
-        key = (preset, pol.quant_compute)
+        key = (preset, pol.quant_compute, pol.bf16_audio_compute, pol.bf16_llm_compute)  # the load-time fields
         if key not in models:
-            progress(f"[policy-ab] loading {preset} (quantized compute {pol.quant_compute}) ...")
+            progress(f"[policy-ab] loading {preset} (quantized compute {pol.quant_compute}, bf16 audio/llm "
+                     f"compute {pol.bf16_audio_compute}/{pol.bf16_llm_compute}) ...")
             models[key] = funasr_nano.load(model_path, preset=preset, policy=pol)
         return models[key]
 
