@@ -45,7 +45,7 @@ class Policy:
     bits for the quantized compute dtype, 1/0 for the choices between two forms."""
 
     params = [["dequant_min_rows", "compiled_decode_rows", "quant_compute_bits", "frontend_mlx", "step_ops_fast",
-               "dequant_chunked", "encoder_eval_every", "bf16_audio_compute_bits", "bf16_llm_compute_bits"]]
+               "dequant_chunked", "encoder_eval_every", "bf16_audio_compute_bits", "bf16_llm_compute_bits", "fsmn_conv"]]
     param_names = ["field"]
     timeout = 120
     version = c.SUITE_VERSION
@@ -70,6 +70,7 @@ class Policy:
             # older commits computed bf16 groups as stored
             "bf16_audio_compute_bits": 32 if getattr(p, "bf16_audio_compute", "bf16") == "fp32" else 16,
             "bf16_llm_compute_bits": 32 if getattr(p, "bf16_llm_compute", "bf16") == "fp32" else 16,
+            "fsmn_conv": getattr(p, "fsmn_conv", False),
         }[field])
 
     track_policy.unit = "policy value (rows, 0 = never; bits; 1/0)"

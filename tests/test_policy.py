@@ -34,6 +34,8 @@ def test_defaults_per_backend():
     # bf16 groups compute in float32 on the CPU (no BLAS path for bf16 GEMMs), as stored on GPUs
     assert (cpu.bf16_audio_compute, metal.bf16_audio_compute, cuda.bf16_audio_compute) == ("fp32", "bf16", "bf16")
     assert (cpu.bf16_llm_compute, metal.bf16_llm_compute, cuda.bf16_llm_compute) == ("fp32", "bf16", "bf16")
+    # the FSMN as K shifted multiply-adds on the CPU, as one grouped conv1d on GPUs (fewer kernels)
+    assert (cpu.fsmn_conv, metal.fsmn_conv, cuda.fsmn_conv) == (False, True, True)
     assert resolve_policy(backend="metal", environ={}) == metal
     assert resolve_policy(environ={}) == default_policy(detect_backend())
     assert detect_backend() == "cpu"  # the test machines run MLX's CPU backend
@@ -166,6 +168,35 @@ def test_bf16_compute(tiny_ckpt):
     assert funasr_nano.load(tiny_ckpt, preset="q4-g32").preset == "q4-g32"
 
 
+def test_fsmn_conv_same_encoder(tiny_ckpt):
+    """Both FSMN forms compute the same correlation; the policy sets the form on every layer and a
+    policy switch changes it."""
+    import mlx.core as mx
+    import numpy as np
+
+    from funasr_nano.synthetic.signals import speech_like
+
+    shifted = funasr_nano.load(tiny_ckpt)
+    conv = funasr_nano.load(tiny_ckpt, policy="fsmn_conv=yes")
+    enc = conv.net.audio_encoder
+    layers = enc.encoders0 + enc.encoders + enc.tp_encoders
+    assert all(m.self_attn.fsmn_conv for m in layers) and "FSMN as conv1d" in conv.policy.summary()
+    feats = shifted.features(speech_like(2.0, 1))
+    a, b = np.array(shifted.encode(feats)), np.array(conv.encode(feats))
+    assert np.abs(a).max() > 0.1
+    np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5)
+    # padded batches (the time mask applies before and after the FSMN) agree too
+    f2 = shifted.features(speech_like(1.2, 2))
+    batch = np.zeros((2, feats.shape[0], feats.shape[1]), np.float32)
+    batch[0], batch[1, : f2.shape[0]] = feats, f2
+    lengths = [feats.shape[0], f2.shape[0]]
+    np.testing.assert_allclose(np.array(conv.encode(batch, lengths)), np.array(shifted.encode(batch, lengths)),
+                               rtol=1e-5, atol=1e-5)
+    conv.policy = "fsmn_conv=no"
+    assert not any(m.self_attn.fsmn_conv for m in layers)
+    assert mx.array_equal(conv.encode(feats), shifted.encode(feats))
+
+
 def test_policy_switch_reconfigures_layers(tiny_ckpt, monkeypatch):
     monkeypatch.setenv(ENV_VAR, "dequant_min_rows=9")
     asr = funasr_nano.load(tiny_ckpt, preset="q8-g32")
@@ -215,7 +246,7 @@ def test_recorded_in_asv_benchmark_and_machine_fingerprint(monkeypatch):
         values[f] = bench.track_policy(f)
     assert values == {"dequant_min_rows": 8.0, "compiled_decode_rows": 0.0, "quant_compute_bits": 16.0,
                       "frontend_mlx": 1.0, "step_ops_fast": 1.0, "dequant_chunked": 0.0, "encoder_eval_every": 10.0,
-                      "bf16_audio_compute_bits": 16.0, "bf16_llm_compute_bits": 16.0}
+                      "bf16_audio_compute_bits": 16.0, "bf16_llm_compute_bits": 16.0, "fsmn_conv": 1.0}
     # the fingerprint of a benchmark process (what runs.jsonl records) carries the policy too
     out = subprocess.run([sys.executable, "-m", "funasr_nano.bench.machine", "--no-write"], capture_output=True,
                          text=True, check=True, cwd=ROOT)
@@ -258,7 +289,7 @@ def test_policy_ab_command(tiny_ckpt, tmp_path, capsys):
     res = json.loads(out_json.read_text())
     choices = [r["choice"] for r in res["rows"]]
     assert choices == ["quant_compute", "dequant_min_rows", "compiled_decode_rows", "step_ops", "frontend",
-                       "encoder_eval_every", "bf16_audio_compute", "bf16_llm_compute"]
+                       "encoder_eval_every", "bf16_audio_compute", "bf16_llm_compute", "fsmn_conv"]
     rows = {r["choice"]: r for r in res["rows"]}
     assert "bf16@fp32 vs bf16-llm@fp32+bf16-audio" in rows["bf16_audio_compute"]["workload"]
     assert "bf16@fp32 vs bf16-llm+bf16-audio@fp32" in rows["bf16_llm_compute"]["workload"]

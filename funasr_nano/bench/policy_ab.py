@@ -17,6 +17,7 @@ frontend               a batch of --batch clips                      frontend ms
 encoder_eval_every     the float preset's encoder, --batch clips     peak MB above the weights
 bf16_audio_compute     bf16, one clip                                encoder + adaptor ms
 bf16_llm_compute       bf16, one clip, --tokens tokens               transcribe ms (prefill + decode)
+fsmn_conv              the float preset's encoder + adaptor, one clip encoder + adaptor ms
 =====================  ===========================================  ============================
 
 The float preset is fp32 where quantized presets compute in fp32 (the CPU), else bf16. The two
@@ -50,6 +51,7 @@ def _alternatives(p) -> dict:
         "encoder_eval_every": dataclasses.replace(p, encoder_eval_every=0 if p.encoder_eval_every else 10),
         "bf16_audio_compute": dataclasses.replace(p, bf16_audio_compute=_other_bf16(p.bf16_audio_compute)),
         "bf16_llm_compute": dataclasses.replace(p, bf16_llm_compute=_other_bf16(p.bf16_llm_compute)),
+        "fsmn_conv": dataclasses.replace(p, fsmn_conv=not p.fsmn_conv),
     }
 
 
@@ -65,6 +67,8 @@ def _value(p, choice) -> str:
         return "growing cache" if not v else f"compiled <= {v} rows"
     if choice == "encoder_eval_every":
         return "one graph" if not v else f"every {v} layers"
+    if choice == "fsmn_conv":
+        return "grouped conv1d" if v else "shifted multiply-adds"
     return str(v)
 
 
@@ -172,6 +176,11 @@ def _run_choice(choice, base, alt, loaded, one, many, *, seconds, tokens, repeat
         asr_a, asr_b = loaded("bf16", base), loaded("bf16", alt)
         a, b = _ab(lambda m: _audio_ms(m, one[0]), base, alt, asr_a, asr_b, repeats)
         workload = f"bf16 ({asr_a.preset} vs {asr_b.preset}), 1 x {seconds:g} s"
+        metric = "encoder + adaptor ms"
+    elif choice == "fsmn_conv":
+        asr = loaded(float_preset, base)
+        a, b = _ab(lambda m: _audio_ms(m, one[0]), base, alt, asr, asr, repeats)
+        workload = f"{float_preset} encoder + adaptor, 1 x {seconds:g} s"
         metric = "encoder + adaptor ms"
     elif choice == "bf16_llm_compute":
         asr_a, asr_b = loaded("bf16", base), loaded("bf16", alt)

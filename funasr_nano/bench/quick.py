@@ -64,7 +64,7 @@ QUICK = [
     *[("meta.Policy.track_policy", f) for f in ("dequant_min_rows", "compiled_decode_rows", "quant_compute_bits",
                                                 "frontend_mlx", "step_ops_fast", "dequant_chunked",
                                                 "encoder_eval_every", "bf16_audio_compute_bits",
-                                                "bf16_llm_compute_bits")],
+                                                "bf16_llm_compute_bits", "fsmn_conv")],
     ("meta.Load.time_load", "fp32"),
     # end to end: presets at 5 s, plus the batch and length axes for fp32
     ("e2e.Transcribe.track_rtf", "fp32", 1, 5),

@@ -61,6 +61,10 @@ class SANMAttention(nn.Module):
         self.linear_q_k_v = nn.Linear(in_dim, 3 * dim)
         self.linear_out = nn.Linear(dim, dim)
         self.fsmn_block = FSMNBlock(dim, kernel_size)
+        # The FSMN's form: K shifted multiply-adds (False: fastest on the CPU) or one grouped conv1d
+        # (True: one kernel instead of ~2K, which a GPU launches faster). The runtime's backend
+        # policy (``fsmn_conv``) sets it; both compute the same correlation.
+        self.fsmn_conv = False
         left = (kernel_size - 1) // 2
         if sanm_shift > 0:
             left += sanm_shift
@@ -73,10 +77,12 @@ class SANMAttention(nn.Module):
         k = self.fsmn_block.weight.shape[-1]
         w = self.fsmn_block.weight[:, 0, :].astype(v.dtype)  # [C, K]
         vp = mx.pad(v, [(0, 0), self.pad, (0, 0)])
-        # A depthwise correlation as K shifted multiply-adds: faster than a grouped conv on CPU.
-        out = v
-        for j in range(k):
-            out = out + vp[:, j : j + t, :] * w[:, j]
+        if self.fsmn_conv:  # depthwise: weight [C, K, 1], one group per channel
+            out = v + mx.conv1d(vp, w[:, :, None], groups=w.shape[0])
+        else:
+            out = v
+            for j in range(k):
+                out = out + vp[:, j : j + t, :] * w[:, j]
         if mask is not None:
             out = out * mask
         return out

@@ -22,6 +22,7 @@ reference_blas_check   yes             no                no
 encoder_eval_every     0               10                10
 bf16_audio_compute     fp32            bf16              bf16
 bf16_llm_compute       fp32            bf16              bf16
+fsmn_conv              no              yes               yes
 =====================  ==============  ================  ==============
 
 * ``cpu`` (measured on the project's 2-core Linux machine, MLX 0.32 with OpenBLAS): the float64
@@ -61,7 +62,12 @@ bf16_llm_compute       fp32            bf16              bf16
   step, q8 7.3 vs 12.3; bf16 8.8), which the earlier float32-compute measurement (H100) had
   reversed. The encoder of a batch is evaluated every 10 layers: evaluated as one 70-layer graph,
   bf16 batch 32 of 30 s clips held 10.7 GB of attention temporaries (4.1 GB every 10 layers,
-  1.1 GB every layer; no measurable time cost from batch 8 up).
+  1.1 GB every layer; no measurable time cost from batch 8 up). The encoder's FSMN memory is one
+  grouped conv1d per layer instead of 11 shifted multiply-adds (``fsmn_conv``): ~1500 fewer kernel
+  launches for 70 layers; batch-1 encoder on a 10 s clip 24.2 vs 37.6 ms (bf16, H200;
+  docs/measurements/h200-cuda-2026-12-02 section 8). Metal takes the same choice unmeasured (fewer
+  launches help any GPU); the CPU keeps the shifted form (1.0 vs 2.7 ms per layer,
+  docs/measurements/cpu-2core-2026-12-02/bf16-encoder.md).
 """
 
 from __future__ import annotations
@@ -110,6 +116,8 @@ class BackendPolicy:
                           activations are float32; the plan's name then ends ``-audio@fp32``).
                           Applied at load, like ``quant_compute``
     bf16_llm_compute      the same for the llm group (decoder layers + embedding) stored in bf16
+    fsmn_conv             compute each encoder layer's FSMN memory as one grouped conv1d instead of
+                          K shifted multiply-adds (`funasr_nano.model.encoder.SANMAttention`)
     """
 
     backend: str
@@ -123,6 +131,7 @@ class BackendPolicy:
     encoder_eval_every: int = 0
     bf16_audio_compute: str = "bf16"
     bf16_llm_compute: str = "bf16"
+    fsmn_conv: bool = False
     overridden: tuple = field(default=(), compare=False)  # fields set by an override, for records
 
     def __post_init__(self):
@@ -172,7 +181,8 @@ class BackendPolicy:
                f"quantized compute {self.quant_compute}"
                + (f", encoder evaluated every {self.encoder_eval_every} layers" if self.encoder_eval_every else "")
                + (f", bf16 audio computes {self.bf16_audio_compute}" if self.bf16_audio_compute != "bf16" else "")
-               + (f", bf16 llm computes {self.bf16_llm_compute}" if self.bf16_llm_compute != "bf16" else ""))
+               + (f", bf16 llm computes {self.bf16_llm_compute}" if self.bf16_llm_compute != "bf16" else "")
+               + (", FSMN as conv1d" if self.fsmn_conv else ""))
         if self.overridden:
             out += f" [overridden: {', '.join(self.overridden)}]"
         return out
@@ -183,11 +193,13 @@ FIELDS = tuple(f.name for f in dataclasses.fields(BackendPolicy) if f.name not i
 _DEFAULTS = {
     "cpu": dict(frontend="numpy", compiled_decode_rows=3, step_ops="tables", dequant_min_rows=4,
                 dequant_chunked=True, quant_compute="fp32", reference_blas_check=True, bf16_audio_compute="fp32",
-                bf16_llm_compute="fp32"),
+                bf16_llm_compute="fp32", fsmn_conv=False),
     "metal": dict(frontend="mlx", compiled_decode_rows=0, step_ops="fast", dequant_min_rows=None,
-                  dequant_chunked=False, quant_compute="bf16", reference_blas_check=False, encoder_eval_every=10),
+                  dequant_chunked=False, quant_compute="bf16", reference_blas_check=False, encoder_eval_every=10,
+                  fsmn_conv=True),
     "cuda": dict(frontend="mlx", compiled_decode_rows=0, step_ops="fast", dequant_min_rows=None,
-                 dequant_chunked=False, quant_compute="bf16", reference_blas_check=False, encoder_eval_every=10),
+                 dequant_chunked=False, quant_compute="bf16", reference_blas_check=False, encoder_eval_every=10,
+                 fsmn_conv=True),
 }
 
 # What each default rests on, for `funasr-nano machine` and the policy-ab table.
@@ -238,7 +250,7 @@ def _parse_value(name: str, raw: str):
         if s in ("never", "none", "off"):
             return 0
         return _int(name, s)
-    if name in ("dequant_chunked", "reference_blas_check"):
+    if name in ("dequant_chunked", "reference_blas_check", "fsmn_conv"):
         if s in ("1", "yes", "true", "on"):
             return True
         if s in ("0", "no", "false", "off"):
