@@ -178,8 +178,7 @@ def test_fsmn_conv_same_encoder(tiny_ckpt):
 
     shifted = funasr_nano.load(tiny_ckpt)
     conv = funasr_nano.load(tiny_ckpt, policy="fsmn_conv=yes")
-    enc = conv.net.audio_encoder
-    layers = enc.encoders0 + enc.encoders + enc.tp_encoders
+    layers = conv.net.audio_encoder.layers()
     assert all(m.self_attn.fsmn_conv for m in layers) and "FSMN as conv1d" in conv.policy.summary()
     feats = shifted.features(speech_like(2.0, 1))
     a, b = np.array(shifted.encode(feats)), np.array(conv.encode(feats))

@@ -152,6 +152,10 @@ class SenseVoiceEncoderSmall(nn.Module):
         self.tp_encoders = [SANMLayer(cfg.output_size, cfg) for _ in range(cfg.tp_blocks)]
         self.tp_norm = nn.LayerNorm(cfg.output_size, eps=1e-5)
 
+    def layers(self) -> list:
+        """Every SAN-M layer in order: the width-changing first one, the main stack, the tp stack."""
+        return self.encoders0 + self.encoders + self.tp_encoders
+
     def __call__(self, feats: mx.array, lengths: mx.array | None = None, eval_every: int = 0) -> mx.array:
         """feats [B, T, input_size] -> [B, T, output_size]; `lengths` masks padded frames.
 
@@ -167,7 +171,7 @@ class SenseVoiceEncoderSmall(nn.Module):
         pe = mx.array(sinusoidal_encoding(t, d))
         x = (feats.astype(mx.float32) * math.sqrt(self.cfg.output_size) + pe).astype(dtype)
         mask, attn_mask = padding_masks(lengths, t, dtype)
-        for i, layer in enumerate(self.encoders0 + self.encoders + self.tp_encoders):
+        for i, layer in enumerate(self.layers()):
             if i == len(self.encoders) + 1:
                 x = layer_norm_fp32(x, self.after_norm)
             x = layer(x, mask, attn_mask)

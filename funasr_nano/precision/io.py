@@ -113,9 +113,9 @@ def load_precision_net(ckpt_dir, cfg, preset=None, quant_compute: str = DEFAULT_
 
     meta = read_precision_config(ckpt_dir)
     plan = PrecisionPlan.from_dict(meta["plan"])
-    if preset is not None and parse_preset(preset, quant_compute, bf16_audio_compute, bf16_llm_compute) != plan:
-        raise ValueError(f"{ckpt_dir} holds preset {plan.name!r}; it cannot be loaded as "
-                         f"{parse_preset(preset, quant_compute, bf16_audio_compute, bf16_llm_compute).name!r} "
+    asked = None if preset is None else parse_preset(preset, quant_compute, bf16_audio_compute, bf16_llm_compute)
+    if asked is not None and asked != plan:
+        raise ValueError(f"{ckpt_dir} holds preset {plan.name!r}; it cannot be loaded as {asked.name!r} "
                          "(load the original float checkpoint to apply another preset)")
     net = FunASRNano(cfg)
     quantize_modules(net, meta["quantized_modules"])

@@ -47,10 +47,10 @@ an argument; preset names are canonical against float32 (``q4`` computing in bf1
 Compute dtype of a bf16 group. Likewise, an audio (llm) group stored in bf16 whose preset names no
 ``@dtype`` computes in the policy's ``bf16_audio_compute`` (``bf16_llm_compute``): float32 on the
 CPU, where MLX's dense bf16 GEMM has no BLAS path (one encoder layer's 167x512 @ 512x1536 on a
-10 s clip: 49 ms bf16 vs 1.6 ms float32), bfloat16 on Metal and CUDA. A float component stored in a dtype other than its
-group's compute dtype keeps its matrices (Linear / Embedding weights) in the stored dtype, which
-MLX upcasts at each matmul, and holds its other parameters in the compute dtype; so ``bf16`` on
-the CPU is ``bf16@fp32``: bf16 weights in memory, float32 activations.
+10 s clip: 49 ms bf16 vs 1.6 ms float32), bfloat16 on Metal and CUDA. A float component stored in
+a dtype other than its group's compute dtype keeps its matrices (Linear / Embedding weights) in the
+stored dtype, which MLX upcasts at each matmul, and holds its other parameters in the compute
+dtype; so ``bf16`` on the CPU is ``bf16@fp32``: bf16 weights in memory, float32 activations.
 
 Why ``q4``/``q8`` quantize the audio path too: the encoder is ~221M of the ~840M parameters, so
 leaving it float keeps 885 MB (fp32) or 442 MB (bf16) resident; ``q4`` is the "smallest model"
@@ -264,8 +264,9 @@ def parse_preset(name, quant_compute: str = DEFAULT_QUANT_COMPUTE,
 
     `quant_compute` is the compute dtype of a fully quantized group whose part names no ``@dtype``,
     `bf16_audio_compute` / `bf16_llm_compute` that of an audio / llm group whose first float
-    component is bf16 and whose part names no ``@dtype`` (`load()` passes the backend policy's). A `PrecisionPlan` passes through
-    unchanged. Unknown or malformed names raise ValueError with the grammar.
+    component is bf16 and whose part names no ``@dtype`` (`load()` passes the backend policy's).
+    A `PrecisionPlan` passes through unchanged. Unknown or malformed names raise ValueError with
+    the grammar.
     """
     if isinstance(name, PrecisionPlan):
         return name

@@ -110,8 +110,7 @@ class FunASRNanoASR:
 
         self._policy = resolve_policy(value)  # a BackendPolicy passes through unchanged
         configure_quantized(self.net, self._policy)
-        enc = self.net.audio_encoder
-        for layer in enc.encoders0 + enc.encoders + enc.tp_encoders:
+        for layer in self.net.audio_encoder.layers():
             layer.self_attn.fsmn_conv = self._policy.fsmn_conv
         self._decode_step_fn = None
 
